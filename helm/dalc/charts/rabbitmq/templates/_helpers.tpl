@@ -1,0 +1,79 @@
+{{/*
+Name of the chart, or nameOverride, cut to the 63 characters a label value allows.
+*/}}
+{{- define "rabbitmq.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name: "<release>-<name>", or the release name alone when it already contains the
+name, or fullnameOverride. A parent chart calls this with its own Release and this chart's values to
+find the Service.
+*/}}
+{{- define "rabbitmq.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "rabbitmq.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries.
+*/}}
+{{- define "rabbitmq.labels" -}}
+helm.sh/chart: {{ include "rabbitmq.chart" . }}
+{{ include "rabbitmq.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the pods; never change them, a StatefulSet's selector is immutable.
+*/}}
+{{- define "rabbitmq.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rabbitmq.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the headless Service that gives every node its stable DNS name, and so its node name.
+*/}}
+{{- define "rabbitmq.headlessName" -}}
+{{- printf "%s-nodes" (include "rabbitmq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the nodes run as.
+*/}}
+{{- define "rabbitmq.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rabbitmq.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the password and the Erlang cookie: auth.existingSecret (templated, so a
+parent chart can name its own Secret) or the one this chart creates.
+*/}}
+{{- define "rabbitmq.secretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- tpl .Values.auth.existingSecret . }}
+{{- else }}
+{{- include "rabbitmq.fullname" . }}
+{{- end }}
+{{- end }}
