@@ -1,0 +1,69 @@
+"""The Dramatiq actor that evaluates tasks; messages carry task ids only."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import dramatiq
+
+from app import store
+from app.config import Config
+from app.db import db
+from app.errors import EvaluationError
+from app.evaluator import Evaluator
+from app.models import COMPLETED, FAILED
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = "evaluate_tasks"
+
+
+def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: int) -> int:
+    """Claim, evaluate and record the open tasks among `task_ids`; return how many outcomes landed.
+
+    Database errors propagate, so the broker retries the message with backoff; a bad expression is an
+    outcome (FAILED), never an exception.
+    """
+    with db.connection_context():
+        claimed = store.claim(task_ids)
+        outcomes = [_outcome(task, evaluator, max_attempts) for task in claimed]
+        return store.finish(outcomes)
+
+
+def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:
+    if task.attempts > max_attempts:
+        return store.Outcome(
+            task.id, FAILED, error_code="retries_exhausted",
+            error_message=f"The task was tried {max_attempts} times without finishing; submit it again.",
+        )
+    try:
+        value = evaluator.evaluate(task.expression)
+    except EvaluationError as exc:
+        return store.Outcome(task.id, FAILED, error_code=exc.code, error_message=exc.message)
+    except Exception:
+        # The evaluator promises EvaluationError only; anything else is a bug in it, and deterministic,
+        # so retrying cannot help: record it once, loudly, and keep the worker serving.
+        log.exception("evaluator failed unexpectedly on task %s", task.id)
+        return store.Outcome(
+            task.id, FAILED, error_code="internal_error",
+            error_message="The calculator failed unexpectedly on this expression; please report it.",
+        )
+    return store.Outcome(task.id, COMPLETED, result=json.dumps(value))
+
+
+def declare_actors(broker: dramatiq.Broker, config: Config, evaluator: Evaluator) -> dramatiq.Actor:
+    """Declare the evaluate actor on `broker` with the configured queue and retry policy."""
+
+    def evaluate_tasks(task_ids: list[int]) -> None:
+        process_tasks(task_ids, evaluator, config.max_attempts)
+
+    return dramatiq.actor(
+        evaluate_tasks,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=config.queue_name,
+        max_retries=config.max_retries,
+        min_backoff=config.retry_min_backoff_ms,
+        max_backoff=config.retry_max_backoff_ms,
+    )

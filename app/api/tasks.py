@@ -1,0 +1,214 @@
+"""The task resource: create (one or a batch), read, wait, list and cancel."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+
+from flask import Blueprint, current_app, request, url_for
+
+from app import store
+from app.db import db
+from app.errors import ProblemError
+from app.models import STATUSES, Task
+from app.notify import final_events
+
+bp = Blueprint("tasks", __name__, url_prefix="/tasks")
+
+_MAX_ID = 2**63 - 1
+_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+_ALLOWED_FIELDS = frozenset({"expression"})
+
+
+def _runtime():
+    return current_app.extensions["dalc"]
+
+
+@bp.post("")
+def create():
+    """Create one task (object body) or many (list body) and hand them to the workers."""
+    config = _runtime().config
+    body = _json_body()
+    batch = isinstance(body, list)
+    items = body if batch else [body]
+    if batch and not items:
+        raise ProblemError(400, "empty_batch", "The list is empty; send 1 to 1,000 tasks.")
+    if batch and len(items) > config.max_batch_size:
+        raise ProblemError(
+            413, "batch_too_large", f"The list has {len(items)} tasks; send at most {config.max_batch_size}."
+        )
+    expressions = _expressions(items, batch, config.max_expression_length)
+    idempotency = _idempotency(body, batch)
+
+    try:
+        tasks, created = store.create_tasks(expressions, idempotency=idempotency)
+    except store.IdempotencyConflict:
+        raise ProblemError(
+            409, "idempotency_key_reused",
+            "This Idempotency-Key was used before with a different body; use a new key for a new request.",
+        ) from None
+    if created:
+        _runtime().publisher.submit([t.id for t in tasks])
+    status = 202 if created else 200
+    if batch:
+        return [t.to_dict() for t in tasks], status
+    return tasks[0].to_dict(), status, {"Location": url_for("tasks.read", raw_id=tasks[0].id)}
+
+
+@bp.get("")
+def list_or_read():
+    """List tasks newest first, or read one with `?id=` as the original dalc did."""
+    if "id" in request.args:
+        return read(request.args["id"])
+    config = _runtime().config
+    status = request.args.get("status") or None
+    if status is not None and status.upper() not in STATUSES:
+        raise _bad_query("status", f"status must be one of {', '.join(STATUSES)}.")
+    limit = _int_arg("limit", default=config.default_page_size, low=1, high=config.max_page_size)
+    before = _int_arg("before", default=None, low=1, high=_MAX_ID, name_in_detail="the cursor")
+    tasks = store.list_tasks(status=status and status.upper(), limit=limit + 1, before=before)
+    page, more = tasks[:limit], len(tasks) > limit
+    return {"items": [t.to_dict() for t in page], "next": str(page[-1].id) if more else None}
+
+
+@bp.get("/<raw_id>")
+def read(raw_id: str):
+    """Read one task, waiting up to `?wait=` seconds for it to become final."""
+    task_id = _task_id(raw_id)
+    wait = _wait_seconds()
+    task = _wait_for_final(task_id, wait) if wait else store.get_task(task_id)
+    if task is None:
+        raise _not_found(task_id)
+    return task.to_dict()
+
+
+@bp.post("/<raw_id>/cancel")
+def cancel(raw_id: str):
+    """Cancel a task that is not final yet."""
+    task_id = _task_id(raw_id)
+    task, cancelled = store.cancel_task(task_id)
+    if task is None:
+        raise _not_found(task_id)
+    if not cancelled:
+        raise ProblemError(
+            409, "task_final", f"Task {task_id} is already {task.status} and can no longer be cancelled."
+        )
+    return task.to_dict()
+
+
+def _json_body():
+    if not request.mimetype or not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
+        raise ProblemError(
+            415, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json."
+        )
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProblemError(400, "invalid_json", f"The body is not valid UTF-8 JSON: {exc}.") from None
+
+
+def _expressions(items: list, batch: bool, max_length: int) -> list[str]:
+    errors, too_long = [], False
+    for index, item in enumerate(items):
+        at = f"/{index}" if batch else ""
+        if not isinstance(item, dict):
+            errors.append({"pointer": at or "/", "detail": 'Each task must be an object like {"expression": "1 + 1"}.'})
+            continue
+        unknown = sorted(set(item) - _ALLOWED_FIELDS)
+        if unknown:
+            errors.append({"pointer": f"{at}/{unknown[0]}", "detail": f"Unknown field(s): {', '.join(unknown)}."})
+        expression = item.get("expression")
+        if "expression" not in item:
+            errors.append({"pointer": f"{at}/expression", "detail": "The expression is missing."})
+        elif not isinstance(expression, str):
+            errors.append({"pointer": f"{at}/expression", "detail": "The expression must be a string."})
+        elif not expression.strip():
+            errors.append({"pointer": f"{at}/expression", "detail": "The expression is empty."})
+        elif len(expression) > max_length:
+            too_long = True
+            errors.append({
+                "pointer": f"{at}/expression",
+                "detail": f"The expression has {len(expression)} characters; the limit is {max_length}.",
+            })
+        elif "\x00" in expression:
+            errors.append({"pointer": f"{at}/expression", "detail": "The expression contains a NUL character."})
+    if errors:
+        if too_long and all("limit is" in e["detail"] for e in errors):
+            raise ProblemError(413, "expression_too_long", errors[0]["detail"], errors=errors)
+        raise ProblemError(400, "invalid_task", errors[0]["detail"], errors=errors)
+    return [item["expression"] for item in items]
+
+
+def _idempotency(body, batch: bool) -> store.Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY_PATTERN.fullmatch(key):
+        raise ProblemError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters."
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return store.Idempotency(key=key, request_hash=digest, batch=batch)
+
+
+def _task_id(raw: str) -> int:
+    if re.fullmatch(r"[+-]?\d{1,30}", raw.strip()):
+        value = int(raw)
+        if 1 <= value <= _MAX_ID:
+            return value
+        raise _not_found(raw)
+    raise ProblemError(400, "invalid_task_id", f"{raw!r} is not a task id; ids are positive integers.")
+
+
+def _not_found(task_id) -> ProblemError:
+    return ProblemError(404, "task_not_found", f"There is no task with id {task_id}.")
+
+
+def _wait_seconds() -> float:
+    raw = request.args.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    high = _runtime().config.max_wait_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= high:
+        raise _bad_query("wait", f"wait must be a number of seconds from 0 to {high:g}.")
+    return value
+
+
+def _int_arg(name: str, *, default, low: int, high: int, name_in_detail: str | None = None):
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d{1,19}", raw) or not low <= int(raw) <= high:
+        what = name_in_detail or name
+        raise _bad_query(name, f"{what} must be a whole number from {low} to {high}.")
+    return int(raw)
+
+
+def _bad_query(name: str, detail: str) -> ProblemError:
+    return ProblemError(400, "invalid_query", detail, errors=[{"parameter": name, "detail": detail}])
+
+
+def _wait_for_final(task_id: int, timeout: float) -> Task | None:
+    """Return the task once it is final or the timeout passes, reading the database only when woken."""
+    runtime = _runtime()
+    listener = runtime.listener
+    # Woken by the listener (PostgreSQL) or by in-process workers; otherwise fall back to polling.
+    pushed = runtime.config.embedded_broker or (listener is not None and listener.connected.is_set())
+    recheck = 1.0 if pushed else 0.2
+    deadline = time.monotonic() + timeout
+    with final_events.waiting_for(task_id) as event:
+        while True:
+            task = store.get_task(task_id)
+            remaining = deadline - time.monotonic()
+            if task is None or task.is_final or remaining <= 0:
+                return task
+            db.close()  # hold no pooled connection while idle
+            event.wait(min(remaining, recheck))
+            event.clear()

@@ -1,0 +1,88 @@
+"""The message broker: RabbitMQ with publisher confirms, or an in-process stub for the embedded mode."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import xq_name
+from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
+
+from app.config import Config
+
+log = logging.getLogger(__name__)
+
+# pika waits forever on a blocked or silent broker unless told otherwise; a web request must not.
+_PIKA_DEFAULTS = {
+    "connection_attempts": "1",
+    "socket_timeout": "5",
+    "stack_timeout": "10",
+    "blocked_connection_timeout": "10",
+    "heartbeat": "30",
+}
+
+
+class DalcRabbitmqBroker(RabbitmqBroker):
+    """A RabbitMQ broker that can declare quorum queues, the safe type for a RabbitMQ cluster."""
+
+    def __init__(self, *, queue_type: str = "classic", **kwargs):
+        if queue_type not in ("classic", "quorum"):
+            raise ValueError(f"queue_type must be classic or quorum, not {queue_type!r}")
+        if queue_type == "quorum" and kwargs.get("max_priority"):
+            raise ValueError("quorum queues do not support max_priority")
+        super().__init__(**kwargs)
+        self.queue_type = queue_type
+
+    def _build_queue_arguments(self, queue_name):
+        arguments = super()._build_queue_arguments(queue_name)
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    def _declare_xq_queue(self, queue_name):
+        if self.queue_type != "quorum":
+            return super()._declare_xq_queue(queue_name)
+        # Dead letters must survive a node loss too.
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name),
+            durable=True,
+            arguments={"x-message-ttl": DEAD_MESSAGE_TTL, "x-queue-type": "quorum"},
+        )
+
+
+def _with_pika_defaults(url: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for key, value in _PIKA_DEFAULTS.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def build_broker(config: Config, extra_middleware: Sequence[dramatiq.Middleware] = ()) -> dramatiq.Broker:
+    """Build the broker DALC_BROKER_URL names (the in-process stub when it is unset)."""
+    middleware = [
+        AgeLimit(),
+        # Evaluation is bounded far below this; the limit only catches a worker wedged on I/O.
+        TimeLimit(time_limit=60_000),
+        ShutdownNotifications(),
+        Retries(
+            max_retries=config.max_retries,
+            min_backoff=config.retry_min_backoff_ms,
+            max_backoff=config.retry_max_backoff_ms,
+        ),
+        *extra_middleware,
+    ]
+    if config.embedded_broker:
+        broker = StubBroker(middleware=middleware)
+        broker.emit_after("process_boot")
+        return broker
+    urls = [_with_pika_defaults(u) for u in config.broker_url.split(";")]
+    return DalcRabbitmqBroker(
+        url=urls if len(urls) > 1 else urls[0],
+        confirm_delivery=True,
+        queue_type=config.queue_type,
+        middleware=middleware,
+    )

@@ -1,0 +1,111 @@
+"""The `dalc` command: run dalc, apply migrations, or run the sweeper."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from app.config import Config
+from app.errors import ConfigError
+
+log = logging.getLogger("app.cli")
+
+SUPERVISOR_CONF = Path(__file__).with_name("supervisord.conf")
+
+
+def _serve(config: Config) -> None:
+    """Serve the embedded shape: web, in-process broker, workers and sweeper in this one process."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+
+    app = create_app(config)
+    server = make_server(config.host, config.port, app, threaded=True)
+    log.info("dalc (embedded: %s, in-process broker) on http://%s:%d", config.database_url, config.host, config.port)
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        server.server_close()
+        app.extensions["dalc"].close()
+
+
+def _run(config: Config) -> None:
+    """Start dalc in the shape the configuration asks for."""
+    if config.embedded_broker:
+        _serve(config)
+        return
+    # Production shape: gunicorn, dramatiq and the sweeper under supervisord, which restarts what dies.
+    _migrate(config)
+    bin_dir = Path(sys.executable).parent
+    os.environ.update(
+        DALC_SUPERVISOR_BIN=str(bin_dir),
+        DALC_SUPERVISOR_PIDFILE=f"/tmp/dalc-supervisord-{os.getpid()}.pid",
+        DALC_WORKER_PROCESSES=str(config.worker_processes),
+        DALC_WORKER_THREADS=str(config.worker_threads),
+    )
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(SUPERVISOR_CONF)],
+    )
+
+
+def _migrate(config: Config) -> None:
+    from app import migrations
+    from app.db import init_db
+
+    init_db(config)
+    applied = migrations.migrate()
+    log.info("schema up to date (applied now: %s)", applied or "none")
+
+
+def _sweep(config: Config) -> None:
+    from app.runtime import build_runtime
+
+    runtime = build_runtime(config)
+    signal.signal(signal.SIGTERM, lambda *_: runtime.sweeper.stop())
+    signal.signal(signal.SIGINT, lambda *_: runtime.sweeper.stop())
+    log.info("sweeper: publishing open tasks idle for %ss, every %ss",
+             config.sweep_after_seconds, config.sweep_interval_seconds)
+    runtime.sweeper.run_forever()
+    runtime.close()
+
+
+COMMANDS = {
+    "run": (_run, "start dalc: embedded without DALC_BROKER_URL, else gunicorn + dramatiq + sweeper"),
+    "serve": (_serve, "serve the embedded shape in one process"),
+    "migrate": (_migrate, "apply pending schema migrations and exit"),
+    "sweep": (_sweep, "run the sweeper that re-publishes overdue tasks"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(prog="dalc", description="dalc, a distributed calculator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"dalc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from app.logs import setup_logging
+
+    setup_logging(config)
+    COMMANDS[args.command][0](config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

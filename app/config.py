@@ -1,0 +1,176 @@
+"""dalc's settings: the one place that reads the environment."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from app.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///dalc.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Every setting dalc has, with its default; built once when a process starts."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # None means the in-process broker (and an in-process worker beside the web).
+    broker_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    queue_name: str = "dalc"
+    queue_type: str = "classic"
+    # Database connections each process keeps open at most.
+    db_pool_size: int = 20
+    # API limits.
+    max_expression_length: int = 10_000
+    max_batch_size: int = 1_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_wait_seconds: float = 30.0
+    default_page_size: int = 50
+    max_page_size: int = 500
+    # How many task ids one message carries when a batch is published.
+    message_chunk_size: int = 100
+    # Evaluation bounds (see docs/expressions.md).
+    eval_max_seconds: float = 1.0
+    eval_max_memory_bytes: int = 64 * 1024 * 1024
+    eval_max_result_digits: int = 4_300
+    # Retries of transient failures (database or broker away) by the broker.
+    max_retries: int = 10
+    retry_min_backoff_ms: int = 500
+    retry_max_backoff_ms: int = 60_000
+    # A task is tried at most this many times before it ends FAILED retries_exhausted.
+    max_attempts: int = 5
+    # The sweeper re-publishes a task that is not final this long after it was last published.
+    sweep_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 5.0
+    # Embedded mode: worker threads beside the web.
+    embedded_worker_threads: int = 4
+    # gunicorn, production shape.
+    web_workers: int = 2
+    web_threads: int = 16
+    # dramatiq CLI, production shape (`dalc run`); the Helm chart passes its own.
+    worker_processes: int = 2
+    worker_threads: int = 8
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Apply pending schema migrations when the web starts (under an advisory lock).
+    migrate_on_start: bool = True
+
+    @property
+    def embedded_broker(self) -> bool:
+        """Tell whether tasks go through the in-process broker."""
+        return self.broker_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Tell whether the database is SQLite."""
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes) -> Config:
+        """Return a copy with some settings changed (tests and tools use this)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from DALC_* variables, failing on the first bad one."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            name = "DALC_" + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            parse = _PARSERS.get(f.name) or _parser_for(f.type)
+            try:
+                values[f.name] = parse(raw.strip())
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Refuse contradictory settings with a message naming the variable."""
+        checks = [
+            ("port", 0 < self.port < 65536, "must be between 1 and 65535"),
+            ("queue_type", self.queue_type in ("classic", "quorum"), "must be classic or quorum"),
+            ("log_format", self.log_format in ("text", "json"), "must be text or json"),
+            ("max_batch_size", 1 <= self.max_batch_size <= 10_000, "must be between 1 and 10000"),
+            ("max_wait_seconds", 0 <= self.max_wait_seconds <= 300, "must be between 0 and 300"),
+            ("default_page_size", 1 <= self.default_page_size <= self.max_page_size,
+             "must be between 1 and DALC_MAX_PAGE_SIZE"),
+            ("message_chunk_size", 1 <= self.message_chunk_size <= 1_000, "must be between 1 and 1000"),
+            ("retry_max_backoff_ms", self.retry_min_backoff_ms <= self.retry_max_backoff_ms,
+             "must not be below DALC_RETRY_MIN_BACKOFF_MS"),
+            ("max_attempts", self.max_attempts >= 1, "must be at least 1"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise ConfigError(f"DALC_{name.upper()}={getattr(self, name)!r} {why}.")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number, not negative")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("sqlite", "postgres", "postgresql", "postgresql+pool", "postgres+pool"):
+        raise ValueError("expected postgresql://user:password@host:port/name or sqlite:///path")
+    return raw
+
+
+def _broker_url(raw: str) -> str:
+    for part in raw.split(";"):
+        if urlsplit(part).scheme not in ("amqp", "amqps"):
+            raise ValueError("expected amqp://user:password@host:port/vhost")
+    return raw
+
+
+def _queue_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", raw):
+        raise ValueError("use letters, digits and _ . : - only")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("expected true or false")
+    return value in ("1", "true", "yes", "on")
+
+
+def _parser_for(annotation: str) -> Callable[[str], object]:
+    return {"int": _positive_int, "float": _positive_float, "bool": _boolean}.get(annotation, str)
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "database_url": _database_url,
+    "broker_url": _broker_url,
+    "queue_name": _queue_name,
+    "log_level": _log_level,
+    "log_format": str.lower,
+    "queue_type": str.lower,
+}

@@ -1,0 +1,83 @@
+"""The database: one Peewee proxy, configured from DALC_DATABASE_URL, connected per request."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import peewee
+from playhouse.db_url import parse as parse_db_url
+from playhouse.pool import PooledPostgresqlDatabase
+
+from app.config import Config
+
+db = peewee.DatabaseProxy()
+
+# Errors that mean "the database is away", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+
+
+class PooledPostgres(PooledPostgresqlDatabase):
+    """A connection pool that trusts a checked-in connection instead of pinging it at every checkout.
+
+    Peewee's pool sends `SELECT 1` on each checkout while it holds the database-wide lock, which
+    serialises every request of a process behind a round trip. A connection that died is found by
+    the first query that fails instead; `discard_idle_connections()` then drops its idle siblings.
+    """
+
+    def _is_closed(self, conn):
+        return bool(conn.closed)
+
+
+def make_database(config: Config) -> peewee.Database:
+    """Build the Peewee database that DALC_DATABASE_URL names."""
+    scheme = urlsplit(config.database_url).scheme
+    params = parse_db_url(config.database_url, unquote_password=True, unquote_user=True)
+    name = params.pop("database")
+    if scheme == "sqlite":
+        # WAL lets readers run beside the one writer; busy_timeout makes writers queue instead of failing.
+        pragmas = {"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal", "foreign_keys": 1}
+        return peewee.SqliteDatabase(name, pragmas=pragmas, **params)
+    params.setdefault("connect_timeout", 5)
+    params.setdefault("application_name", "dalc")
+    return PooledPostgres(
+        name,
+        max_connections=config.db_pool_size,
+        stale_timeout=300,
+        timeout=10,
+        **params,
+    )
+
+
+def init_db(config: Config) -> peewee.Database:
+    """Point the shared proxy at the configured database and return it."""
+    database = make_database(config)
+    db.initialize(database)
+    return database
+
+
+def discard_idle_connections() -> None:
+    """Close the pooled connections not in use: after one failed, the others are likely dead too."""
+    close_idle = getattr(db.obj, "close_idle", None)
+    if close_idle is not None:
+        close_idle()
+
+
+def write_transaction():
+    """Open a write transaction that takes SQLite's write lock up front, to avoid lock-upgrade deadlocks."""
+    if isinstance(db.obj, peewee.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
+def is_postgres() -> bool:
+    """Tell whether the proxy points at PostgreSQL."""
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+def init_app(app) -> None:
+    """Give each request's connection back to the pool when the request ends."""
+
+    # Connections open lazily on the first query, so /healthz never needs the database.
+    @app.teardown_appcontext
+    def _close(exc):
+        if not db.is_closed():
+            db.close()

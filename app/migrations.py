@@ -1,0 +1,114 @@
+"""Versioned schema migrations, applied by `dalc migrate` and at start-up under a lock."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import peewee
+
+from app.db import db, is_postgres
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every dalc process sharing a database.
+ADVISORY_LOCK_KEY = 0x64616C63  # "dalc"
+
+
+class SchemaMigration(peewee.Model):
+    version = peewee.IntegerField(primary_key=True)
+    name = peewee.CharField(max_length=200)
+    applied_at = peewee.DateTimeField(constraints=[peewee.SQL("DEFAULT CURRENT_TIMESTAMP")])
+
+    class Meta:
+        database = db
+        table_name = "schema_migration"
+
+
+def _v1_tasks_and_idempotency_keys() -> None:
+    # Frozen copies of the models as they were at version 1: later versions change the schema with
+    # playhouse.migrate, and this step must keep creating exactly what version 1 created.
+    class Task(peewee.Model):
+        id = peewee.BigAutoField()
+        expression = peewee.TextField()
+        status = peewee.CharField(max_length=16)
+        result = peewee.TextField(null=True)
+        error_code = peewee.CharField(max_length=64, null=True)
+        error_message = peewee.TextField(null=True)
+        created_at = peewee.DateTimeField()
+        started_at = peewee.DateTimeField(null=True)
+        finished_at = peewee.DateTimeField(null=True)
+        attempts = peewee.IntegerField(default=0)
+        published_at = peewee.DateTimeField()
+        publish_count = peewee.IntegerField(default=1)
+        trace_id = peewee.CharField(max_length=32, null=True)
+
+        class Meta:
+            database = db
+            table_name = "task"
+
+    class IdempotencyKey(peewee.Model):
+        key = peewee.CharField(max_length=255, primary_key=True)
+        request_hash = peewee.CharField(max_length=64)
+        task_ids = peewee.TextField()
+        batch = peewee.BooleanField(default=False)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "idempotency_key"
+
+    db.create_tables([Task, IdempotencyKey], safe=False)
+    # The list endpoint filters by status and pages by id, newest first.
+    db.execute_sql("CREATE INDEX task_status_id ON task (status, id)")
+    # The sweeper looks only at open tasks, by when they were last published.
+    db.execute_sql(
+        "CREATE INDEX task_open_published_at ON task (published_at) "
+        "WHERE status IN ('SCHEDULED', 'RUNNING')"
+    )
+
+
+# Append only: a released version never changes.
+MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
+    (1, "tasks and idempotency keys", _v1_tasks_and_idempotency_keys),
+]
+
+
+@contextlib.contextmanager
+def _migration_lock():
+    """Hold a lock that serialises migrators, so processes starting together do not race."""
+    if is_postgres():
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    else:
+        # SQLite has no advisory locks; an exclusive transaction serialises writers the same way.
+        with db.atomic("EXCLUSIVE"):
+            yield
+
+
+def applied_versions() -> set[int]:
+    """Return the versions already applied."""
+    if not db.table_exists(SchemaMigration._meta.table_name):
+        return set()
+    return {row.version for row in SchemaMigration.select(SchemaMigration.version)}
+
+
+def migrate() -> list[int]:
+    """Apply the pending migrations in order and return the versions applied."""
+    applied_now = []
+    with db.connection_context():
+        with _migration_lock():
+            db.create_tables([SchemaMigration], safe=True)
+            done = applied_versions()
+            for version, name, step in MIGRATIONS:
+                if version in done:
+                    continue
+                log.info("applying migration %d: %s", version, name)
+                with db.atomic():
+                    step()
+                    SchemaMigration.create(version=version, name=name)
+                applied_now.append(version)
+    return applied_now

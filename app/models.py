@@ -1,0 +1,98 @@
+"""The stored shapes: a task, and the idempotency keys that map a client's key to its tasks."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import peewee
+
+from app.db import db
+
+SCHEDULED = "SCHEDULED"
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+STATUSES = (SCHEDULED, RUNNING, COMPLETED, FAILED, CANCELLED)
+FINAL_STATUSES = frozenset((COMPLETED, FAILED, CANCELLED))
+OPEN_STATUSES = (SCHEDULED, RUNNING)
+
+
+def utcnow() -> dt.datetime:
+    """Return the current UTC time as the naive datetime the database stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Task(BaseModel):
+    """One expression to evaluate and what came of it."""
+
+    id = peewee.BigAutoField()
+    expression = peewee.TextField()
+    status = peewee.CharField(max_length=16, default=SCHEDULED)
+    # The JSON text of the value, so integers of any size stay exact.
+    result = peewee.TextField(null=True)
+    error_code = peewee.CharField(max_length=64, null=True)
+    error_message = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    started_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    # When the task was last handed to the broker, and how often; the sweeper reads these.
+    published_at = peewee.DateTimeField(default=utcnow)
+    publish_count = peewee.IntegerField(default=1)
+    trace_id = peewee.CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "task"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict:
+        """Return the task resource as API.md describes it."""
+        return {
+            "id": self.id,
+            "expression": self.expression,
+            "status": self.status,
+            "result": json.loads(self.result) if self.result is not None else None,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "created_at": _timestamp(self.created_at),
+            "started_at": _timestamp(self.started_at),
+            "finished_at": _timestamp(self.finished_at),
+            "attempts": self.attempts,
+            "trace_id": self.trace_id,
+        }
+
+
+class IdempotencyKey(BaseModel):
+    """A client's Idempotency-Key, the hash of the body it came with, and the tasks it created."""
+
+    key = peewee.CharField(max_length=255, primary_key=True)
+    request_hash = peewee.CharField(max_length=64)
+    # Comma-separated ids, in the order of the request; "batch" tells a list body from a single one.
+    task_ids = peewee.TextField()
+    batch = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "idempotency_key"
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(part) for part in self.task_ids.split(",")]
+
+
+def _timestamp(value: dt.datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands back text where a raw UPDATE wrote it
+        value = dt.datetime.fromisoformat(value)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,95 @@
+"""Assembling a dalc process: database, broker, actor, dispatcher, and the embedded worker."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+
+import dramatiq
+
+from app.actors import declare_actors
+from app.broker import build_broker
+from app.config import Config
+from app.db import db, init_db, is_postgres
+from app.dispatch import BackgroundPublisher, Dispatcher
+from app.evaluator import Evaluator, Limits
+from app.notify import PostgresListener
+from app.store import FINAL_CHANNEL
+from app.sweeper import Sweeper
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    """The parts one dalc process works with, built from one Config."""
+
+    config: Config
+    broker: dramatiq.Broker
+    actor: dramatiq.Actor
+    dispatcher: Dispatcher
+    evaluator: Evaluator
+    sweeper: Sweeper
+    publisher: BackgroundPublisher | None = None
+    worker: dramatiq.Worker | None = None
+    listener: PostgresListener | None = None
+
+    def start_publisher(self) -> None:
+        """Publish from a background thread, so requests do not wait for broker confirms."""
+        self.publisher = BackgroundPublisher(self.dispatcher)
+
+    def start_embedded_worker(self) -> None:
+        """Run workers and the sweeper in this process, and publish what a restart left unfinished."""
+        self.worker = dramatiq.Worker(
+            self.broker, worker_threads=self.config.embedded_worker_threads, worker_timeout=100
+        )
+        self.worker.start()
+        # The in-process queue died with the last process; the database still has every open task.
+        self.sweeper.sweep_once(older_than=_far_future())
+        self.sweeper.start_thread()
+
+    def start_listener(self) -> None:
+        """Listen for final tasks on PostgreSQL so `?wait=` answers the moment a worker finishes."""
+        if not is_postgres():
+            return
+        params = dict(db.obj.connect_params, dbname=db.obj.database)
+        self.listener = PostgresListener(params, FINAL_CHANNEL)
+        self.listener.start()
+
+    def close(self) -> None:
+        """Stop the threads this process started and close the broker's connections."""
+        self.sweeper.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.listener is not None:
+            self.listener.stop()
+        if self.worker is not None:
+            self.worker.stop()
+        self.broker.close()
+
+
+def _far_future() -> dt.datetime:
+    return dt.datetime(9999, 1, 1)
+
+
+def evaluator_limits(config: Config) -> Limits:
+    """Return the evaluator's bounds as configured."""
+    return Limits(
+        max_time_seconds=config.eval_max_seconds,
+        max_memory_bytes=config.eval_max_memory_bytes,
+        max_result_digits=config.eval_max_result_digits,
+    )
+
+
+def build_runtime(config: Config) -> Runtime:
+    """Build the parts of a dalc process and make its broker Dramatiq's global one."""
+    init_db(config)
+    broker = build_broker(config)
+    dramatiq.set_broker(broker)
+    evaluator = Evaluator(evaluator_limits(config))
+    actor = declare_actors(broker, config, evaluator)
+    dispatcher = Dispatcher(actor, chunk_size=config.message_chunk_size)
+    sweeper = Sweeper(
+        dispatcher, after_seconds=config.sweep_after_seconds, interval_seconds=config.sweep_interval_seconds
+    )
+    return Runtime(config, broker, actor, dispatcher, evaluator, sweeper)

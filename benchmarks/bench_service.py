@@ -1,0 +1,210 @@
+"""Measure dalc's production shape on the real services: submit rate, end-to-end rate and latency.
+
+Starts gunicorn and the dramatiq CLI against this machine's PostgreSQL and RabbitMQ (a database and
+queue of its own, removed afterwards), drives them over HTTP from threads in this process, and
+prints figures. Settings come from BENCH_* variables (see `Settings`); nothing here asserts a speed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import http.client
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
+
+PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+@dataclasses.dataclass
+class Settings:
+    single_tasks: int = 6000
+    single_concurrency: int = 16
+    batch_tasks: int = 100_000
+    batch_size: int = 1000
+    batch_concurrency: int = 4
+    paced_rate: int = 200
+    paced_seconds: float = 10.0
+    web_workers: int = 2
+    web_threads: int = 16
+    worker_processes: int = 2
+    worker_threads: int = 8
+    extra_env: dict = dataclasses.field(default_factory=dict)
+
+
+class Client:
+    """One keep-alive HTTP connection per thread: lighter than requests, so the generator steals less CPU."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, body) -> tuple[int, object]:
+        self.conn.request("POST", "/tasks", json.dumps(body), {"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run_load(port: int, bodies: list, concurrency: int, pace: float | None = None) -> dict[int, float]:
+    """Send every body, `concurrency` at a time (or paced `pace` per second); return id -> submit time."""
+    submitted: dict[int, float] = {}
+    lock = threading.Lock()
+    cursor = iter(enumerate(bodies))
+    start = time.time()
+    errors = []
+
+    def loop():
+        client = Client(port)
+        while True:
+            with lock:
+                item = next(cursor, None)
+            if item is None:
+                return
+            index, body = item
+            if pace:
+                delay = start + index / pace - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            sent = time.time()
+            status, answer = client.post(body)
+            if status != 202:
+                errors.append((status, answer))
+                continue
+            tasks = answer if isinstance(answer, list) else [answer]
+            with lock:
+                for task in tasks:
+                    submitted[task["id"]] = sent
+
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} submissions failed, first: {errors[0]}")
+    return submitted
+
+
+def wait_final(dsn: str, ids: dict[int, float], timeout: float = 300) -> dict[int, float]:
+    """Wait until every task is final; return id -> finished_at as a UNIX time."""
+    low, high = min(ids), max(ids)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    deadline = time.time() + timeout
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("SELECT count(*) FROM task WHERE id BETWEEN %s AND %s AND finished_at IS NOT NULL",
+                        (low, high))
+            if cur.fetchone()[0] >= len(ids) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        cur.execute("SELECT id, finished_at, status FROM task WHERE id BETWEEN %s AND %s", (low, high))
+        rows = cur.fetchall()
+    conn.close()
+    bad = [r for r in rows if r[2] != "COMPLETED"]
+    if bad:
+        raise SystemExit(f"{len(bad)} tasks did not complete, first: {bad[0]}")
+    return {r[0]: r[1].replace(tzinfo=dt.UTC).timestamp() for r in rows}
+
+
+def report(name: str, submitted: dict[int, float], finished: dict[int, float], submit_seconds: float) -> None:
+    latencies = [(finished[i] - submitted[i]) * 1000 for i in submitted]
+    span = max(finished.values()) - min(submitted.values())
+    print(
+        f"{name:<22} tasks={len(submitted):>7}  submit={len(submitted) / submit_seconds:>9.0f}/s  "
+        f"end-to-end={len(submitted) / span:>8.0f} tasks/s  latency ms p50={percentile(latencies, 50):>7.1f} "
+        f"p95={percentile(latencies, 95):>7.1f} p99={percentile(latencies, 99):>7.1f}",
+        flush=True,
+    )
+
+
+def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pace: float | None = None) -> None:
+    started = time.time()
+    submitted = run_load(port, bodies, concurrency, pace)
+    submit_seconds = time.time() - started
+    report(name, submitted, wait_final(dsn, submitted), submit_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    s = Settings()
+    if args.quick:
+        s.single_tasks, s.batch_tasks, s.paced_seconds = 500, 5000, 2
+    for field in dataclasses.fields(Settings):
+        raw = os.environ.get(f"BENCH_{field.name.upper()}")
+        if raw and field.type in ("int", "float"):
+            setattr(s, field.name, type(getattr(s, field.name))(raw))
+
+    run_id = uuid.uuid4().hex[:8]
+    db_name, queue = f"dalc_bench_{run_id}", f"dalc-bench-{run_id}"
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{db_name}"')
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={db_name}"
+    port = free_port()
+    env = dalc_env(
+        DALC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
+        DALC_BROKER_URL=AMQP_URL,
+        DALC_QUEUE_NAME=queue,
+        DALC_PORT=str(port),
+        DALC_WEB_WORKERS=str(s.web_workers),
+        DALC_WEB_THREADS=str(s.web_threads),
+        DALC_LOG_LEVEL="WARNING",
+    )
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_")})
+    logs = Path(tempfile.mkdtemp(prefix="dalc-bench-"))
+    web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
+                  env, logs / "web.log")
+    wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
+    worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
+                      "--threads", str(s.worker_threads)], env, logs / "worker.log")
+    try:
+        time.sleep(2)
+        print(f"dalc benchmark: {os.cpu_count()} cores; web {s.web_workers}x{s.web_threads} gthread, "
+              f"workers {s.worker_processes}x{s.worker_threads}; PostgreSQL, RabbitMQ and this load "
+              f"generator share the machine", flush=True)
+        scenario(port, dsn, "warm-up", [{"expression": "1 + 1"}] * 300, 8)
+        scenario(port, dsn, "single submissions", [{"expression": f"{i} * 3 + (2 ** 8) / 4"}
+                                                   for i in range(s.single_tasks)], s.single_concurrency)
+        batches = [[{"expression": f"{i}+{j}*2"} for j in range(s.batch_size)]
+                   for i in range(s.batch_tasks // s.batch_size)]
+        scenario(port, dsn, f"batches of {s.batch_size}", batches, s.batch_concurrency)
+        paced = [{"expression": f"{i} - 1"} for i in range(int(s.paced_rate * s.paced_seconds))]
+        scenario(port, dsn, f"paced {s.paced_rate}/s single", paced, 8, pace=s.paced_rate)
+    finally:
+        worker.stop()
+        web.stop()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin.close()
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        channel = connection.channel()
+        for q in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(queue=q)
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()

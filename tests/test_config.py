@@ -1,0 +1,56 @@
+"""Configuration comes from DALC_* variables only, and a wrong value names its variable."""
+from __future__ import annotations
+
+import pytest
+
+from app.config import Config
+from app.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_shape_on_port_8080():
+    config = Config.from_env({})
+    assert config.port == 8080
+    assert config.database_url.startswith("sqlite:///")
+    assert config.embedded_broker
+
+
+def test_variables_override_defaults():
+    config = Config.from_env({
+        "DALC_DATABASE_URL": "postgresql://u:p@db:5432/dalc",
+        "DALC_BROKER_URL": "amqp://u:p@mq:5672/%2F",
+        "DALC_PORT": "9000",
+        "DALC_HOST": "0.0.0.0",
+        "DALC_QUEUE_TYPE": "QUORUM",
+        "DALC_MAX_EXPRESSION_LENGTH": "500",
+        "DALC_MIGRATE_ON_START": "false",
+    })
+    assert config.port == 9000 and config.host == "0.0.0.0"
+    assert config.broker_url == "amqp://u:p@mq:5672/%2F" and not config.embedded_broker
+    assert config.queue_type == "quorum"
+    assert config.max_expression_length == 500
+    assert config.migrate_on_start is False
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DALC_PORT", "eighty"),
+        ("DALC_PORT", "70000"),
+        ("DALC_PORT", "-1"),
+        ("DALC_DATABASE_URL", "mysql://x/y"),
+        ("DALC_BROKER_URL", "redis://localhost"),
+        ("DALC_QUEUE_TYPE", "stream"),
+        ("DALC_QUEUE_NAME", "has space"),
+        ("DALC_MAX_WAIT_SECONDS", "nan"),
+        ("DALC_MAX_BATCH_SIZE", "0"),
+        ("DALC_LOG_LEVEL", "loud"),
+        ("DALC_MIGRATE_ON_START", "maybe"),
+    ],
+)
+def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: value})
+
+
+def test_blank_variables_mean_the_default():
+    assert Config.from_env({"DALC_BROKER_URL": "", "DALC_PORT": " "}) == Config()

@@ -1,0 +1,98 @@
+"""Task state changes on real PostgreSQL: claims, outcomes, cancels and re-publishing."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from app import store
+from app.db import db
+from app.models import CANCELLED, COMPLETED, FAILED, RUNNING, SCHEDULED, Task, utcnow
+
+
+@pytest.fixture
+def conn(app):
+    with db.connection_context():
+        yield
+
+
+def new_tasks(*expressions):
+    tasks, created = store.create_tasks(list(expressions))
+    assert created
+    return [t.id for t in tasks]
+
+
+def test_claiming_marks_running_counts_the_attempt_and_stamps_the_start(conn):
+    (task_id,) = new_tasks("1 + 1")
+    claimed = store.claim([task_id])
+    assert [(c.id, c.expression, c.attempts) for c in claimed] == [(task_id, "1 + 1", 1)]
+    task = store.get_task(task_id)
+    assert task.status == RUNNING and task.started_at is not None
+
+
+def test_a_running_task_can_be_claimed_again_and_keeps_its_first_start(conn):
+    (task_id,) = new_tasks("2")
+    store.claim([task_id])
+    first_start = store.get_task(task_id).started_at
+    assert store.claim([task_id])[0].attempts == 2
+    assert store.get_task(task_id).started_at == first_start
+
+
+def test_only_the_first_outcome_lands(conn):
+    (task_id,) = new_tasks("3")
+    store.claim([task_id])
+    assert store.finish([store.Outcome(task_id, COMPLETED, result="3")]) == 1
+    assert store.finish([store.Outcome(task_id, FAILED, error_code="x", error_message="y")]) == 0
+    task = store.get_task(task_id)
+    assert (task.status, task.result, task.error_code) == (COMPLETED, "3", None)
+
+
+def test_final_and_cancelled_tasks_are_never_claimed(conn):
+    done, cancelled = new_tasks("1", "2")
+    store.claim([done])
+    store.finish([store.Outcome(done, COMPLETED, result="1")])
+    store.cancel_task(cancelled)
+    assert store.claim([done, cancelled]) == []
+    assert store.get_task(cancelled).status == CANCELLED
+
+
+def test_an_outcome_for_a_task_cancelled_while_running_is_dropped(conn):
+    (task_id,) = new_tasks("4")
+    store.claim([task_id])
+    _, cancelled = store.cancel_task(task_id)
+    assert cancelled
+    assert store.finish([store.Outcome(task_id, COMPLETED, result="4")]) == 0
+    assert store.get_task(task_id).status == CANCELLED
+
+
+def test_many_outcomes_land_in_one_call_with_their_own_values(conn):
+    ids = new_tasks(*[str(i) for i in range(50)])
+    store.claim(ids)
+    outcomes = [store.Outcome(i, COMPLETED, result=str(n)) for n, i in enumerate(ids)]
+    outcomes[7] = store.Outcome(ids[7], FAILED, error_code="syntax_error", error_message="bad")
+    assert store.finish(outcomes) == 50
+    tasks = store.get_tasks(ids)
+    assert [t.result for t in tasks[:7]] == [str(n) for n in range(7)]
+    assert (tasks[7].status, tasks[7].error_code, tasks[7].result) == (FAILED, "syntax_error", None)
+    assert all(t.finished_at is not None for t in tasks)
+
+
+def test_overdue_open_tasks_are_taken_for_republishing_once(conn):
+    old, fresh, done = new_tasks("1", "2", "3")
+    past = utcnow() - dt.timedelta(minutes=10)
+    Task.update(published_at=past).where(Task.id.in_([old, done])).execute()
+    store.claim([done])
+    store.finish([store.Outcome(done, COMPLETED, result="3")])
+    cutoff = utcnow() - dt.timedelta(minutes=1)
+    assert store.due_for_republish(older_than=cutoff, limit=100) == [(old, 2)]
+    assert store.due_for_republish(older_than=cutoff, limit=100) == []
+    assert store.get_task(fresh).status == SCHEDULED
+
+
+def test_failing_open_tasks_leaves_final_ones_alone(conn):
+    open_id, done = new_tasks("1", "2")
+    store.claim([done])
+    store.finish([store.Outcome(done, COMPLETED, result="2")])
+    assert store.fail_open_tasks([open_id, done], "retries_exhausted", "gave up") == 1
+    assert store.get_task(open_id).error_code == "retries_exhausted"
+    assert store.get_task(done).status == COMPLETED
