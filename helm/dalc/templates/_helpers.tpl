@@ -36,7 +36,7 @@ Labels every object carries; templates add app.kubernetes.io/component after the
 {{- define "dalc.labels" -}}
 helm.sh/chart: {{ include "dalc.chart" . }}
 {{ include "dalc.selectorLabels" . }}
-app.kubernetes.io/version: {{ include "dalc.imageTag" . | quote }}
+app.kubernetes.io/version: {{ include "dalc.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/part-of: dalc
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}

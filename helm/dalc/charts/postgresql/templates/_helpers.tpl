@@ -36,7 +36,7 @@ Labels every object carries.
 {{- define "postgresql.labels" -}}
 helm.sh/chart: {{ include "postgresql.chart" . }}
 {{ include "postgresql.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+app.kubernetes.io/version: {{ .Values.image.tag | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 

@@ -36,7 +36,7 @@ Labels every object carries.
 {{- define "rabbitmq.labels" -}}
 helm.sh/chart: {{ include "rabbitmq.chart" . }}
 {{ include "rabbitmq.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+app.kubernetes.io/version: {{ .Values.image.tag | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
