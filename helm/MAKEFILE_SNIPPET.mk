@@ -7,6 +7,8 @@ IMAGE_TAG    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 RELEASE      ?= dalc
 NAMESPACE    ?= default
 CHART        := helm/dalc
+# More `helm upgrade` arguments for deploy, e.g. HELM_ARGS="--set tracing.enabled=true".
+HELM_ARGS    ?=
 # Expanded where it is used, so only the targets that need helm fetch it.
 HELM          = $(shell scripts/fetch-helm.sh)
 
@@ -26,7 +28,7 @@ deploy: build
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace \
 		--values $(CHART)/values-kind.yaml \
 		--set image.repository=$(IMAGE) --set-string image.tag=$(IMAGE_TAG) \
-		--wait --timeout 10m
+		--wait --timeout 10m $(HELM_ARGS)
 
 ## helm-test: submit "1 + 1" through the deployed dalc and wait for 2
 helm-test:
