@@ -561,8 +561,8 @@ def test_values_schemas_are_strict(chart):
 _OPEN_OBJECTS = {".postgresql", ".rabbitmq", ".podSecurityContext", ".securityContext"}
 
 
-def test_makefile_snippet_has_the_kind_workflow_targets():
-    snippet = (ROOT / "helm" / "MAKEFILE_SNIPPET.mk").read_text()
+def test_the_makefile_has_the_kind_workflow_targets():
+    snippet = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z-]+):", snippet, re.MULTILINE))
     documented = set(re.findall(r"^## ([a-z-]+):", snippet, re.MULTILINE))
     assert documented == targets
