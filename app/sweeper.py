@@ -34,10 +34,11 @@ class Sweeper:
                 if not due:
                     return published
                 ids = [task_id for task_id, _count in due]
-                if not self.dispatcher.publish(ids):
+                left = self.dispatcher.publish(ids)
+                published += len(ids) - len(left)
+                log.info("sweeper published %d overdue task(s) again", len(ids) - len(left))
+                if left:
                     return published
-                published += len(ids)
-                log.info("sweeper published %d overdue task(s) again", len(ids))
 
     def run_forever(self) -> None:
         """Sweep every `interval_seconds` until stop() is called."""
