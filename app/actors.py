@@ -9,7 +9,7 @@ import dramatiq
 
 from app import store
 from app.config import Config
-from app.db import db
+from app.db import UNAVAILABLE_ERRORS, db, discard_connections
 from app.errors import EvaluationError
 from app.evaluator import Evaluator
 from app.models import COMPLETED, FAILED
@@ -25,10 +25,14 @@ def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: i
     Database errors propagate, so the broker retries the message with backoff; a bad expression is an
     outcome (FAILED), never an exception.
     """
-    with db.connection_context():
-        claimed = store.claim(task_ids)
-        outcomes = [_outcome(task, evaluator, max_attempts) for task in claimed]
-        return store.finish(outcomes)
+    try:
+        with db.connection_context():
+            claimed = store.claim(task_ids)
+            outcomes = [_outcome(task, evaluator, max_attempts) for task in claimed]
+            return store.finish(outcomes)
+    except UNAVAILABLE_ERRORS:
+        discard_connections()  # the pool's other idle connections most likely died with this one
+        raise
 
 
 def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
+import pika
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import xq_name
@@ -86,3 +87,39 @@ def build_broker(config: Config, extra_middleware: Sequence[dramatiq.Middleware]
         queue_type=config.queue_type,
         middleware=middleware,
     )
+
+
+class DeadLetterQueue:
+    """The messages the broker gave up on (retries exhausted), read one at a time and settled by the reader."""
+
+    def __init__(self, broker: dramatiq.Broker, queue_name: str):
+        self.broker = broker
+        self.queue_name = queue_name
+
+    def take(self, limit: int) -> Iterator[tuple[dramatiq.Message, Callable[[bool], None]]]:
+        """Yield up to `limit` dead messages, each with settle(done): True drops it, False puts it back."""
+        if isinstance(self.broker, StubBroker):
+            letters = self.broker.dead_letters_by_queue[self.queue_name]
+            for _ in range(min(limit, len(letters))):
+                message = letters.pop(0)
+                yield message, lambda done, m=message: None if done else letters.append(m)
+            return
+        self.broker.declare_queue(self.queue_name, ensure=True)  # the dead-letter queue comes with it
+        channel = self.broker.channel
+        for _ in range(limit):
+            try:
+                method, _properties, body = channel.basic_get(queue=xq_name(self.queue_name), auto_ack=False)
+            except pika.exceptions.AMQPError:
+                del self.broker.connection  # the next pass reconnects
+                raise
+            if method is None:
+                return
+            tag = method.delivery_tag
+
+            def settle(done: bool, tag=tag) -> None:
+                if done:
+                    channel.basic_ack(tag)
+                else:
+                    channel.basic_nack(tag, requeue=True)
+
+            yield dramatiq.Message.decode(body), settle

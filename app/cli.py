@@ -52,6 +52,7 @@ def _run(config: Config) -> None:
         DALC_SUPERVISOR_PIDFILE=f"/tmp/dalc-supervisord-{os.getpid()}.pid",
         DALC_WORKER_PROCESSES=str(config.worker_processes),
         DALC_WORKER_THREADS=str(config.worker_threads),
+        DALC_SUPERVISOR_WORKER_SHUTDOWN_MS=str(int(config.worker_shutdown_seconds * 1000)),
     )
     os.execvp(
         sys.executable,

@@ -56,6 +56,9 @@ class Config:
     # dramatiq CLI, production shape (`dalc run`); the Helm chart passes its own.
     worker_processes: int = 2
     worker_threads: int = 8
+    # On SIGTERM a worker stops taking messages and finishes the ones in hand for this long; what is
+    # still running then is handed back to the broker (unacknowledged), never lost.
+    worker_shutdown_seconds: float = 30.0
     log_format: str = "text"
     log_level: str = "INFO"
     # Apply pending schema migrations when the web starts (under an advisory lock).

@@ -9,7 +9,7 @@ import sys
 import dramatiq
 
 from app.actors import declare_actors
-from app.broker import build_broker
+from app.broker import DeadLetterQueue, build_broker
 from app.config import Config
 from app.db import db, init_db, is_postgres
 from app.dispatch import BackgroundPublisher, Dispatcher
@@ -97,6 +97,9 @@ def build_runtime(config: Config) -> Runtime:
     actor = declare_actors(broker, config, evaluator)
     dispatcher = Dispatcher(actor, chunk_size=config.message_chunk_size)
     sweeper = Sweeper(
-        dispatcher, after_seconds=config.sweep_after_seconds, interval_seconds=config.sweep_interval_seconds
+        dispatcher,
+        DeadLetterQueue(broker, config.queue_name),
+        after_seconds=config.sweep_after_seconds,
+        interval_seconds=config.sweep_interval_seconds,
     )
     return Runtime(config, broker, actor, dispatcher, evaluator, sweeper)

@@ -1,4 +1,4 @@
-"""The sweeper: publishes again every open task that has waited too long since it was last published."""
+"""The sweeper: re-publishes open tasks idle too long, and fails the tasks of dead-lettered messages."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,20 +6,30 @@ import logging
 import threading
 
 from app import store
-from app.db import UNAVAILABLE_ERRORS, db
+from app.broker import DeadLetterQueue
+from app.db import UNAVAILABLE_ERRORS, db, discard_connections
 from app.dispatch import Dispatcher
 from app.models import utcnow
 
 log = logging.getLogger(__name__)
 
 BATCH = 1_000
+RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 class Sweeper:
-    """Find open tasks whose last publish is older than `after_seconds` and publish them again."""
+    """Publish again open tasks whose last publish is older than `after_seconds`; settle dead letters."""
 
-    def __init__(self, dispatcher: Dispatcher, *, after_seconds: float, interval_seconds: float):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        dead_letters: DeadLetterQueue | None = None,
+        *,
+        after_seconds: float,
+        interval_seconds: float,
+    ):
         self.dispatcher = dispatcher
+        self.dead_letters = dead_letters
         self.after = dt.timedelta(seconds=after_seconds)
         self.interval = interval_seconds
         self._stop = threading.Event()
@@ -40,13 +50,39 @@ class Sweeper:
                 if left:
                     return published
 
+    def settle_dead_letters(self) -> int:
+        """Mark FAILED the open tasks of messages the broker gave up on; return how many tasks failed."""
+        if self.dead_letters is None:
+            return 0
+        failed = 0
+        with db.connection_context():
+            for message, settle in self.dead_letters.take(BATCH):
+                ids = list(message.args[0]) if message.args else []
+                try:
+                    failed += store.fail_open_tasks(
+                        ids,
+                        RETRIES_EXHAUSTED,
+                        "The task could not be processed after every retry (see the worker logs); submit it again.",
+                    )
+                except BaseException:
+                    settle(False)  # back to the dead-letter queue, for the next sweep
+                    raise
+                settle(True)
+        if failed:
+            log.warning("sweeper failed %d task(s) whose messages were dead-lettered", failed)
+        return failed
+
     def run_forever(self) -> None:
         """Sweep every `interval_seconds` until stop() is called."""
         while not self._stop.is_set():
             try:
+                self.settle_dead_letters()
                 self.sweep_once()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("sweeper cannot reach the database: %s", exc)
+                discard_connections()
+            except Exception as exc:  # a broker hiccup must not end the sweeper; the next pass retries
+                log.warning("sweep failed, retrying in %ss: %s", self.interval, exc)
             self._stop.wait(self.interval)
 
     def start_thread(self) -> threading.Thread:
