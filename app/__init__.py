@@ -8,7 +8,7 @@ from app.config import Config
 
 def create_app(config: Config | None = None) -> Flask:
     """Create the web application, reading the environment when no config is given."""
-    from app import api, errors, logs, migrations
+    from app import api, db, errors, logs, migrations
     from app.runtime import build_runtime
 
     config = config or Config.from_env()
@@ -22,6 +22,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["dalc"] = runtime
     if config.migrate_on_start:
         migrations.migrate()
+    db.init_app(app)
     errors.init_app(app)
     api.init_app(app)
     runtime.start_publisher()

@@ -1,4 +1,4 @@
-"""The database: one Peewee proxy, configured from DALC_DATABASE_URL, connected per request."""
+"""The database: one Peewee proxy, configured from DALC_DATABASE_URL, with pooled connections."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -16,15 +16,34 @@ UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
 class PooledPostgres(PooledPostgresqlDatabase):
-    """A connection pool that trusts a checked-in connection instead of pinging it at every checkout.
+    """A connection pool that trusts its connections instead of pinging one at every checkout.
 
     Peewee's pool sends `SELECT 1` on each checkout while it holds the database-wide lock, which
-    serialises every request of a process behind a round trip. A connection that died is found by
-    the first query that fails instead; `discard_idle_connections()` then drops its idle siblings.
+    serialises every request of a process behind a round trip. Instead, the first query that finds
+    the server gone starts a new generation (discard_connections): every connection opened before
+    it is dropped at its next checkout or request (refresh_connection) rather than failing in turn.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation = 0
+        self._born: dict[int, int] = {}  # id(connection) -> the generation it was opened in
+
+    def _connect(self):
+        conn = super()._connect()
+        self._born.setdefault(id(conn), self.generation)
+        return conn
+
     def _is_closed(self, conn):
-        return bool(conn.closed)
+        return bool(conn.closed) or self.is_stale(conn)
+
+    def _close_raw(self, conn):
+        self._born.pop(id(conn), None)
+        return super()._close_raw(conn)
+
+    def is_stale(self, conn) -> bool:
+        """Tell whether the connection was opened before the server was last found gone."""
+        return self._born.get(id(conn), self.generation) < self.generation
 
 
 def make_database(config: Config) -> peewee.Database:
@@ -61,14 +80,26 @@ def init_db(config: Config) -> peewee.Database:
 
 
 def discard_connections() -> None:
-    """Drop this thread's connection and the idle pooled ones: after one failed, the others likely did too."""
+    """Drop this thread's connection and retire every other one: after one failed, the others likely did too."""
     if isinstance(db.obj, PooledPostgres):
+        db.obj.generation += 1
         if db.in_transaction():
             db.rollback()
         db.obj.manual_close()
         db.obj.close_idle()
     elif not db.is_closed():
         db.close()
+
+
+def refresh_connection() -> None:
+    """Drop this thread's connection if it was opened before the database was last found gone."""
+    if isinstance(db.obj, PooledPostgres) and not db.is_closed() and db.obj.is_stale(db.connection()):
+        db.obj.manual_close()
+
+
+def init_app(app) -> None:
+    """Check, before each request, that the thread's kept connection is not from before an outage."""
+    app.before_request(refresh_connection)
 
 
 def write_transaction():
