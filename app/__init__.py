@@ -10,6 +10,7 @@ def create_app(config: Config | None = None) -> Flask:
     """Create the web application, reading the environment when no config is given."""
     from app import api, db, errors, logs, migrations
     from app.runtime import build_runtime
+    from app.telemetry import tracing
 
     config = config or Config.from_env()
     logs.setup_logging(config)
@@ -17,6 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     app.json.compact = True
+    tracing.instrument_app(app)
 
     runtime = build_runtime(config)
     app.extensions["dalc"] = runtime

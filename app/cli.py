@@ -21,7 +21,9 @@ def _serve(config: Config) -> None:
     from werkzeug.serving import make_server
 
     from app import create_app
+    from app.telemetry import tracing
 
+    tracing.setup_tracing("dalc")
     app = create_app(config)
     server = make_server(config.host, config.port, app, threaded=True)
     log.info("dalc (embedded: %s, in-process broker) on http://%s:%d", config.database_url, config.host, config.port)
@@ -71,7 +73,9 @@ def _migrate(config: Config) -> None:
 
 def _sweep(config: Config) -> None:
     from app.runtime import build_runtime
+    from app.telemetry import tracing
 
+    tracing.setup_tracing("dalc-sweeper")
     runtime = build_runtime(config)
     signal.signal(signal.SIGTERM, lambda *_: runtime.sweeper.stop())
     signal.signal(signal.SIGINT, lambda *_: runtime.sweeper.stop())

@@ -59,7 +59,10 @@ class Config:
     # On SIGTERM a worker stops taking messages and finishes the ones in hand for this long; what is
     # still running then is handed back to the broker (unacknowledged), never lost.
     worker_shutdown_seconds: float = 30.0
-    log_format: str = "text"
+    # Port of the workers' Prometheus /metrics (one server per dramatiq command, on DALC_HOST); 0: none.
+    worker_metrics_port: int = 9191
+    # text, json, or auto: text on a terminal, JSON otherwise.
+    log_format: str = "auto"
     log_level: str = "INFO"
     # Apply pending schema migrations when the web starts (under an advisory lock).
     migrate_on_start: bool = True
@@ -102,7 +105,8 @@ class Config:
         checks = [
             ("port", 0 < self.port < 65536, "must be between 1 and 65535"),
             ("queue_type", self.queue_type in ("classic", "quorum"), "must be classic or quorum"),
-            ("log_format", self.log_format in ("text", "json"), "must be text or json"),
+            ("log_format", self.log_format in ("text", "json", "auto"), "must be text, json or auto"),
+            ("worker_metrics_port", 0 <= self.worker_metrics_port < 65536, "must be between 0 and 65535"),
             ("max_batch_size", 1 <= self.max_batch_size <= 10_000, "must be between 1 and 10000"),
             ("max_wait_seconds", 0 <= self.max_wait_seconds <= 300, "must be between 0 and 300"),
             ("default_page_size", 1 <= self.default_page_size <= self.max_page_size,

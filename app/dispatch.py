@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import dramatiq
 from dramatiq.errors import BrokerConnectionError
 
+from app.telemetry.publishing import producing
+
 log = logging.getLogger(__name__)
 
 
@@ -21,15 +23,18 @@ class Dispatcher:
         self.actor = actor
         self.chunk_size = chunk_size
 
-    def publish(self, ids: Sequence[int]) -> list[int]:
+    def publish(self, ids: Sequence[int], contexts: Sequence | None = None) -> list[int]:
         """Publish the ids, each message confirmed by the broker; return the ids it could not take.
 
         The tasks are already committed, so ids left over are not lost: the caller may try again,
-        and the sweeper publishes them once they are overdue.
+        and the sweeper publishes them once they are overdue. `contexts`, parallel to `ids`, are the
+        trace contexts the ids were submitted in (see app.telemetry.publishing).
         """
         for start in range(0, len(ids), self.chunk_size):
+            end = start + self.chunk_size
             try:
-                self.actor.send(list(ids[start : start + self.chunk_size]))
+                with producing(self.actor.queue_name, ids[start:end], contexts and contexts[start:end]):
+                    self.actor.send(list(ids[start:end]))
             except BrokerConnectionError as exc:
                 log.warning("broker refused %d task id(s): %s", len(ids) - start, exc)
                 return list(ids[start:])
@@ -50,6 +55,7 @@ class BackgroundPublisher:
         self.dispatcher = dispatcher
         self.min_backoff, self.max_backoff, self.max_held = min_backoff, max_backoff, max_held
         self._pending: list[int] = []
+        self._contexts: list = []  # the trace context each pending id was submitted in, in step with _pending
         self._wakeup = threading.Condition()
         self._closing = threading.Event()
         self._idle = threading.Event()
@@ -59,10 +65,11 @@ class BackgroundPublisher:
         # gunicorn workers exit through sys.exit: publish what is pending before the process ends.
         atexit.register(self.close)
 
-    def submit(self, ids: Sequence[int]) -> None:
-        """Queue ids for publishing and return at once."""
+    def submit(self, ids: Sequence[int], trace_context=None) -> None:
+        """Queue ids for publishing and return at once; their messages join `trace_context`'s trace."""
         with self._wakeup:
             self._pending.extend(ids)
+            self._contexts.extend([trace_context] * len(ids))
             self._idle.clear()
             self._wakeup.notify()
 
@@ -88,16 +95,18 @@ class BackgroundPublisher:
                     self._idle.set()
                     return
                 ids, self._pending = self._pending, []
-            left = self.dispatcher.publish(ids)
+                contexts, self._contexts = self._contexts, []
+            left = self.dispatcher.publish(ids, contexts)
             if not left:
                 backoff = self.min_backoff
                 continue
             with self._wakeup:
                 if self._closing.is_set():
                     log.warning("closing with %d unpublished task id(s); the sweeper will publish them", len(left))
-                    self._pending = []
+                    self._pending, self._contexts = [], []
                     continue
                 kept = (left + self._pending)[: self.max_held]
+                self._contexts = (contexts[len(ids) - len(left):] + self._contexts)[: self.max_held]
                 if len(kept) < len(left) + len(self._pending):
                     log.warning("holding %d ids; leaving the rest to the sweeper", len(kept))
                 self._pending = kept

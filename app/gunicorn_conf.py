@@ -1,5 +1,6 @@
 """gunicorn settings for the web, read from the same DALC_* variables as everything else."""
 from app.config import Config
+from app.telemetry import metrics, tracing
 
 _config = Config.from_env()
 
@@ -16,3 +17,28 @@ reuse_port = True
 accesslog = None
 errorlog = "-"
 loglevel = _config.log_level.lower()
+
+
+def on_starting(server):
+    """Give this web's processes one fresh metrics directory, so any of them answers /metrics for all."""
+    metrics.web_multiprocess_dir()
+
+
+def post_fork(server, worker):
+    """Start tracing in each worker process: the SDK's threads and connections do not survive a fork."""
+    tracing.setup_tracing("dalc-web")
+
+
+def worker_exit(server, worker):
+    """Send the worker's last spans before it goes."""
+    tracing.shutdown()
+
+
+def child_exit(server, worker):
+    """Drop the live gauges of a worker process that exited."""
+    metrics.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory once every worker is gone."""
+    metrics.remove_multiprocess_dir()

@@ -4,15 +4,32 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
+import threading
+import time
+
+from opentelemetry import trace
 
 from app.config import Config
 
-_RESERVED = set(vars(logging.makeLogRecord({})))
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _extras(record: logging.LogRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+
+
+def _trace_ids() -> dict:
+    """Return the active span's trace and span ids, to tie a log line to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
 
 
 class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON line, with any `extra=` fields beside the message."""
+    """Format a record as one JSON line: the message, any `extra=` fields, and the active trace's ids."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -21,21 +38,71 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_extras(record))
+        if "trace_id" not in entry:
+            entry.update(_trace_ids())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Format a record as a readable line, with any `extra=` fields as key=value after the message."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in _extras(record).items() if v is not None}
+        if not fields:
+            return line
+        first, newline, rest = line.partition("\n")  # keep a traceback below the fields
+        return f"{first}  " + " ".join(f"{k}={v}" for k, v in fields.items()) + newline + rest
+
+
+class OncePerInterval(logging.Filter):
+    """Let records of some loggers through at most once per interval each.
+
+    An unreachable OTLP collector makes the exporter warn at every batch; one line a minute says the
+    same without burying everything else.
+    """
+
+    def __init__(self, prefix: str, interval: float = 60.0):
+        super().__init__()
+        self.prefix = prefix
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(record.name)
+            if last is not None and now - last < self.interval:
+                return False
+            self._last[record.name] = now
+        return True
+
+
+def log_format(config: Config) -> str:
+    """Return `json` or `text`: DALC_LOG_FORMAT, where `auto` means text on a terminal and JSON elsewhere."""
+    if config.log_format != "auto":
+        return config.log_format
+    try:
+        # File descriptor 2, not sys.stderr: the dramatiq CLI swaps sys.stderr for a pipe in its children.
+        return "text" if os.isatty(2) else "json"
+    except OSError:
+        return "json"
+
+
 def setup_logging(config: Config) -> None:
     """Send dalc's logs to stderr in the configured format."""
     handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format(config) == "json" else TextFormatter())
+    handler.addFilter(OncePerInterval("opentelemetry"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)

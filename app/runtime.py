@@ -17,6 +17,8 @@ from app.evaluator import Evaluator, Limits
 from app.notify import PostgresListener
 from app.store import FINAL_CHANNEL
 from app.sweeper import Sweeper
+from app.telemetry import tracing
+from app.telemetry.dramatiq_middleware import TracingMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def build_runtime(config: Config) -> Runtime:
     """Build the parts of a dalc process and make its broker Dramatiq's global one."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     init_db(config)
-    broker = build_broker(config)
+    broker = build_broker(config, [TracingMiddleware()] if tracing.enabled() else [])
     dramatiq.set_broker(broker)
     evaluator = Evaluator(evaluator_limits(config))
     actor = declare_actors(broker, config, evaluator)

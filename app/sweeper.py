@@ -10,6 +10,7 @@ from app.broker import DeadLetterQueue
 from app.db import UNAVAILABLE_ERRORS, db, discard_connections
 from app.dispatch import Dispatcher
 from app.models import utcnow
+from app.telemetry.publishing import stored_contexts
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Sweeper:
                 if not due:
                     return published
                 ids = [task_id for task_id, _count in due]
-                left = self.dispatcher.publish(ids)
+                left = self.dispatcher.publish(ids, stored_contexts(ids))  # back into each task's trace
                 published += len(ids) - len(left)
                 log.info("sweeper published %d overdue task(s) again", len(ids) - len(left))
                 if left:

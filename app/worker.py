@@ -2,9 +2,15 @@
 from app.config import Config
 from app.logs import setup_logging
 from app.runtime import build_runtime
+from app.telemetry import metrics, tracing
+from app.telemetry.metrics_middleware import WorkerMetricsMiddleware
 
-# The dramatiq CLI imports this module in every worker process; the broker must exist before the actor.
+# The dramatiq CLI imports this module in every worker process (after fork); the broker must exist
+# before the actor. Metrics first: prometheus-client picks its multiprocess mode when first used.
+metrics.worker_multiprocess_dir()
 config = Config.from_env()
 setup_logging(config)
+tracing.setup_tracing("dalc-worker")  # before build_runtime: it instruments the connections made from here on
 runtime = build_runtime(config)
+runtime.broker.add_middleware(WorkerMetricsMiddleware(port=config.worker_metrics_port))
 broker = runtime.broker

@@ -13,6 +13,8 @@ from app.db import db
 from app.errors import ProblemError
 from app.models import STATUSES, Task
 from app.notify import final_events
+from app.telemetry import tasks as task_events
+from app.telemetry import tracing
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks")
 
@@ -42,14 +44,15 @@ def create():
     idempotency = _idempotency(body, batch)
 
     try:
-        tasks, created = store.create_tasks(expressions, idempotency=idempotency)
+        tasks, created = store.create_tasks(expressions, idempotency=idempotency, trace_id=tracing.current_trace_id())
     except store.IdempotencyConflict:
         raise ProblemError(
             409, "idempotency_key_reused",
             "This Idempotency-Key was used before with a different body; use a new key for a new request.",
         ) from None
     if created:
-        _runtime().publisher.submit([t.id for t in tasks])
+        _runtime().publisher.submit([t.id for t in tasks], tracing.current_context())
+        task_events.accepted(tasks)
     status = 202 if created else 200
     if batch:
         return [t.to_dict() for t in tasks], status

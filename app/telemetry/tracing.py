@@ -1,0 +1,208 @@
+"""The OpenTelemetry SDK of one dalc process, configured by the standard OTEL_* variables.
+
+Tracing is on when OTEL_SDK_DISABLED is not `true` and a destination is named: OTEL_EXPORTER_OTLP_ENDPOINT,
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER (`otlp`, `console`; `none` turns it off).
+Everything else (sampler, batching, headers, timeouts, resource) is read by the SDK itself.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+TRACER_NAME = "dalc"
+# Emit the stable HTTP and database conventions (http.request.method, db.query.text, …), not the old ones.
+SEMCONV_OPT_IN = "http,database"
+# Probes and scrapes would drown the traces people look for.
+DEFAULT_EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
+# A process that stops waits at most this long for its last spans to leave, collector or not.
+SHUTDOWN_SECONDS = 5.0
+
+# In a CONSUMER span's context: task id -> the context its evaluation span belongs in, for tasks of
+# other traces that shared the message (see TracingMiddleware).
+TASK_PARENTS = otel_context.create_key("dalc.task_parents")
+
+_provider = None
+_tracer: trace.Tracer | None = None
+_shut_down = False
+# Set while a span must become a root in a trace that already exists (see StoredTrace).
+_forced_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("dalc_forced_trace_id", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredTrace:
+    """A trace known only by the id stored on a task; spans started for it are roots in that same trace."""
+
+    trace_id: int
+
+
+def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Tell whether the OTEL_* variables ask for traces: a destination is named and the SDK is not disabled."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str:
+        return env.get(name, "").strip()
+
+    if get("OTEL_SDK_DISABLED").lower() == "true":
+        return False
+    exporter = get("OTEL_TRACES_EXPORTER").lower()
+    if exporter == "none":
+        return False
+    return bool(exporter or get("OTEL_EXPORTER_OTLP_ENDPOINT") or get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def setup_tracing(service_name: str) -> bool:
+    """Start the SDK in this process if OTEL_* asks for it, and return whether tracing is on.
+
+    `service_name` applies unless OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is set.
+    Call it after fork (the exporter's threads and connections do not survive one) and before the first
+    database connection, since it instruments psycopg2 for every connection made afterwards.
+    """
+    global _provider
+    if _provider is not None:
+        return True
+    if not tracing_requested():
+        return False
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", SEMCONV_OPT_IN)
+    from opentelemetry.instrumentation.psycopg2 import Psycopg2Instrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=_resource(service_name), id_generator=_id_generator(), shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(_exporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    _use(provider)
+    Psycopg2Instrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    atexit.register(shutdown)
+    return True
+
+
+def enabled() -> bool:
+    """Tell whether this process records spans."""
+    return _tracer is not None
+
+
+def tracer() -> trace.Tracer | None:
+    """Return dalc's tracer, or None when tracing is off."""
+    return _tracer
+
+
+def current_context() -> otel_context.Context | None:
+    """Return the active context to hand to another thread, or None (cheaply) when tracing is off."""
+    return otel_context.get_current() if _tracer is not None else None
+
+
+def current_trace_id() -> str | None:
+    """Return the active trace's id as 32 hex digits when it is being recorded, else None."""
+    if _tracer is None:
+        return None
+    span_context = trace.get_current_span().get_span_context()
+    if not (span_context.is_valid and span_context.trace_flags.sampled):
+        return None
+    return format(span_context.trace_id, "032x")
+
+
+def stored_trace(trace_id: str | None) -> StoredTrace | None:
+    """Turn a task's stored trace id back into something spans can join, or None."""
+    try:
+        return StoredTrace(int(trace_id, 16)) if trace_id else None
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def root_in(trace_id: int) -> Iterator[None]:
+    """Make spans started without a parent inside the block take `trace_id` instead of a new one."""
+    token = _forced_trace_id.set(trace_id)
+    try:
+        yield
+    finally:
+        _forced_trace_id.reset(token)
+
+
+def instrument_app(app) -> None:
+    """Give each HTTP request a SERVER span (Flask instrumentation), if tracing is on."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS
+    FlaskInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls=excluded)
+
+
+def shutdown(timeout: float = SHUTDOWN_SECONDS) -> None:
+    """Send the spans still queued, waiting at most `timeout` seconds even if the collector is away."""
+    global _shut_down
+    if _provider is None or _shut_down:
+        return
+    _shut_down = True
+    stopper = threading.Thread(target=_provider.shutdown, name="dalc-otel-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+
+
+@contextlib.contextmanager
+def using(provider) -> Iterator[None]:
+    """Record dalc's own spans with `provider` inside the block, without touching the global SDK (tests)."""
+    global _tracer
+    previous = _tracer
+    _use(provider)
+    try:
+        yield
+    finally:
+        _tracer = previous
+
+
+def _use(provider) -> None:
+    global _tracer
+    _tracer = trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+
+
+def _resource(service_name: str):
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        detected = detected.merge(Resource({SERVICE_NAME: service_name}))
+    return detected
+
+
+def _exporter():
+    kind = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or "otlp"
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if kind != "otlp":
+        raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: dalc supports otlp, console or none")
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip().lower()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    elif protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    else:
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: dalc supports grpc or http/protobuf")
+    return OTLPSpanExporter()
+
+
+def _id_generator():
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class _JoiningIdGenerator(RandomIdGenerator):
+        """Random ids, except a root span started inside root_in() takes that trace's id."""
+
+        def generate_trace_id(self) -> int:
+            return _forced_trace_id.get() or super().generate_trace_id()
+
+    return _JoiningIdGenerator()
