@@ -181,12 +181,22 @@ def test_the_result_digit_limit_is_configurable():
     assert failure("10 ** 5", small).code == "number_too_large"
 
 
-def test_pythons_syntax_warnings_about_a_valid_expression_neither_fail_it_nor_reach_the_log():
-    # In a separate interpreter: pytest replaces warning filters for each test.
-    program = "from app.evaluator import Evaluator; print(Evaluator().evaluate('1if 1 else 2'))"
+# Run in a separate interpreter with warnings as errors: pytest replaces warning filters for each test.
+WARNED = """
+from app.errors import EvaluationError
+from app.evaluator import Evaluator
+print(Evaluator().evaluate("1if 1 else 2"))
+try:
+    Evaluator().evaluate(r"'\\d'")
+except EvaluationError as error:
+    print(error.code)
+"""
+
+
+def test_pythons_warnings_about_an_expression_neither_change_its_outcome_nor_reach_the_log():
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-W", "error", "-c", program], cwd=root, capture_output=True, text=True)
-    assert (done.stdout, done.stderr) == ("1\n", "")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", WARNED], cwd=root, capture_output=True, text=True)
+    assert (done.stdout, done.stderr) == ("1\nunsupported\n", "")
 
 
 def test_an_expression_seen_twice_is_not_parsed_again(monkeypatch):

@@ -17,9 +17,10 @@ from .messages import WHITESPACE, Source
 PARSE_LOCK = threading.Lock()
 
 FILENAME = "<expression>"
-# Python warns about odd but valid source such as "1if x else y"; a client's expression is not dalc's
-# code, so such warnings would only fill the worker's log (or, under -W error, fail valid expressions).
-warnings.filterwarnings("ignore", category=SyntaxWarning, module=re.escape(FILENAME))
+# Python warns about odd but valid source such as "1if x else y" or "'\d'"; a client's expression is not
+# dalc's code, so such warnings would only fill the worker's log (or, under -W error, change the outcome).
+for _category in (SyntaxWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=re.escape(FILENAME))
 
 TOKEN = re.compile(r"\d[\w.]*|\w+|\*\*|//|[<>=!]=|\S")
 STATEMENTS = {
