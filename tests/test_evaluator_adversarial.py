@@ -132,6 +132,7 @@ def test_big_integers_within_the_budget_are_computed():
     assert evaluator.evaluate("10 ** 300000 // 10 ** 299990") == 10**10
     assert evaluator.evaluate("factorial(20000) % 1000003") == _factorial_mod(20000, 1000003)
     assert evaluator.evaluate("round(5, -(10 ** 9))") == 0
+    assert evaluator.evaluate("round(-(10 ** 4000), -(10 ** 400))") == 0
     assert evaluator.evaluate("gcd(2 ** 100000, 6 ** 1000)") == 2**1000
 
 

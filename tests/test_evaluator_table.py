@@ -200,3 +200,12 @@ def test_expression_python_cannot_answer_fails_with_its_code(text, code):
     with pytest.raises(EvaluationError) as failure:
         evaluator.evaluate(text)
     assert failure.value.code == code
+
+
+def test_rounding_to_negative_digits_matches_python_around_the_shortcut_to_zero():
+    # round(x, -k) skips building 10**k once x must round to 0; check the edge against Python itself.
+    numbers = [0, 1, 4, 5, 6, 15, 25, 49, 50, 51, 99, 149, 150, 151, 250, 10**20 // 2, 10**40 + 1, 2**200]
+    for number in numbers + [-n for n in numbers]:
+        for places in range(len(str(number)) + 4):
+            assert same(evaluator.evaluate(f"round({number}, -{places})"), round(number, -places)), (
+                number, places)

@@ -80,7 +80,7 @@ def _round(meter: Meter, x, ndigits=None):
         places = -ndigits
         x_bits = x.bit_length()
         # |x| < 2**x_bits <= 10**places / 2, so x rounds to 0 (and Python would compute 10**places first).
-        if places * LOG2_10 >= x_bits + 2:
+        if places.bit_length() > 64 or places * LOG2_10 >= x_bits + 2:
             return 0
         scale_bits = places * LOG2_10
         meter.charge(cost.power(scale_bits) + cost.division(x_bits, scale_bits), x_bits, "rounds a number")
