@@ -108,6 +108,10 @@ def test_a_batch_creates_every_task_in_order_and_all_complete(client, worker):
         ('[{"expression": "1"}, 5]', "invalid_task"),
         ('[{"expression": "1"}, {"nope": "1"}]', "invalid_task"),
         (b"\xff\xfe{}", "invalid_json"),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json"),
+        ('{"expression": "1 + \\ud800"}', "invalid_task"),
+        ('{"expression": "1 +\\u0000 1"}', "invalid_task"),
+        ('{"expression": 1' + "0" * 5000 + "}", "invalid_json"),
     ],
 )
 def test_malformed_bodies_answer_400_and_store_nothing(client, body, code):

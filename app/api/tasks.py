@@ -110,6 +110,8 @@ def _json_body():
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProblemError(400, "invalid_json", f"The body is not valid UTF-8 JSON: {exc}.") from None
+    except RecursionError:
+        raise ProblemError(400, "invalid_json", "The body nests arrays or objects too deeply.") from None
 
 
 def _expressions(items: list, batch: bool, max_length: int) -> list[str]:
@@ -137,11 +139,22 @@ def _expressions(items: list, batch: bool, max_length: int) -> list[str]:
             })
         elif "\x00" in expression:
             errors.append({"pointer": f"{at}/expression", "detail": "The expression contains a NUL character."})
+        elif not _is_storable(expression):
+            errors.append({"pointer": f"{at}/expression", "detail": "The expression is not valid Unicode text."})
     if errors:
         if too_long and all("limit is" in e["detail"] for e in errors):
             raise ProblemError(413, "expression_too_long", errors[0]["detail"], errors=errors)
         raise ProblemError(400, "invalid_task", errors[0]["detail"], errors=errors)
     return [item["expression"] for item in items]
+
+
+def _is_storable(text: str) -> bool:
+    # JSON escapes can carry lone surrogates ("\ud800"), which no UTF-8 database can store.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _idempotency(body, batch: bool) -> store.Idempotency | None:
