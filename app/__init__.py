@@ -27,7 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
     api.init_app(app)
-    runtime.start_publisher()
+    runtime.start_intake()
     if config.embedded_broker:
         runtime.start_embedded_worker()
     runtime.start_listener()

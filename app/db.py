@@ -5,14 +5,14 @@ from urllib.parse import urlsplit
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from app.config import Config
 
 db = peewee.DatabaseProxy()
 
-# Errors that mean "the database is away", as opposed to a bug in a query.
-UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+# Errors that mean "the database is away or saturated", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
 
 
 class PooledPostgres(PooledPostgresqlDatabase):

@@ -8,12 +8,14 @@ import sys
 
 import dramatiq
 
+from app import store
 from app.actors import declare_actors
 from app.broker import DeadLetterQueue, build_broker
 from app.config import Config
 from app.db import db, init_db, is_postgres
 from app.dispatch import BackgroundPublisher, Dispatcher
 from app.evaluator import Evaluator, Limits
+from app.group_insert import GroupInserter
 from app.notify import PostgresListener
 from app.store import FINAL_CHANNEL
 from app.sweeper import Sweeper
@@ -34,11 +36,13 @@ class Runtime:
     evaluator: Evaluator
     sweeper: Sweeper
     publisher: BackgroundPublisher | None = None
+    inserter: GroupInserter | None = None
     worker: dramatiq.Worker | None = None
     listener: PostgresListener | None = None
 
-    def start_publisher(self) -> None:
-        """Publish from a background thread, so requests do not wait for broker confirms."""
+    def start_intake(self) -> None:
+        """Start the web's helper threads: group inserts of new tasks, and publishing without waiting."""
+        self.inserter = GroupInserter(store.insert_rows, max_rows=max(self.config.max_batch_size, 100))
         self.publisher = BackgroundPublisher(self.dispatcher)
 
     def start_embedded_worker(self) -> None:
@@ -62,6 +66,8 @@ class Runtime:
     def close(self) -> None:
         """Stop the threads this process started and close the broker's connections."""
         self.sweeper.stop()
+        if self.inserter is not None:
+            self.inserter.close()
         if self.publisher is not None:
             self.publisher.close()
         if self.listener is not None:

@@ -44,7 +44,12 @@ def create():
     idempotency = _idempotency(body, batch)
 
     try:
-        tasks, created = store.create_tasks(expressions, idempotency=idempotency, trace_id=tracing.current_trace_id())
+        tasks, created = store.create_tasks(
+            expressions,
+            idempotency=idempotency,
+            trace_id=tracing.current_trace_id(),
+            insert=_runtime().inserter.insert,
+        )
     except store.IdempotencyConflict:
         raise ProblemError(
             409, "idempotency_key_reused",
