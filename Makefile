@@ -36,6 +36,10 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest tests/fuzz_evaluator.py -p no:cacheprovider -q
 
+## chaos: the full fault-injection suite against real processes (private PostgreSQL and RabbitMQ)
+chaos: $(STAMP)
+	$(BIN)/python tests/chaos.py
+
 ## clean: remove .venv, caches and the embedded database
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info dalc.db dalc.db-*

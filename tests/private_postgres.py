@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 
 import psycopg2
-from private_common import Service, alive, group_alive, has_user, private_dir, run_as, tail, wait_for
 
+from private_common import Service, alive, group_alive, has_user, private_dir, run_as, tail, wait_for
 from support import free_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")

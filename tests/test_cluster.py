@@ -21,9 +21,9 @@ import pika
 import psycopg2
 import pytest
 import requests
+
 from conftest import PG_ADMIN_DSN, PG_HOST, RUN_ID, require_service
 from private_services import RabbitCluster, rabbitmq_available, require
-
 from support import BIN, Process, dalc_env, free_port, wait_for_http
 
 pytestmark = pytest.mark.chaos

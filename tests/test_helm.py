@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import kubernetes_validate
 import pytest
 import yaml
+
 from helm_support import (
     CHART,
     CI_VALUES,

@@ -5,11 +5,11 @@ import threading
 
 import psycopg2
 import pytest
-from conftest import PG_ADMIN_DSN, RUN_ID
 
 from app import migrations
 from app.config import Config
 from app.db import db, init_db
+from conftest import PG_ADMIN_DSN, RUN_ID
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import pika
 import psycopg2
 import pytest
+
 from private_services import (
     PrivatePostgres,
     RabbitNode,

@@ -1,0 +1,78 @@
+"""Pooled connections across a database restart, on a private PostgreSQL that the test may restart."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app import create_app
+from app.config import Config
+from conftest import IN_CI
+from private_services import PrivatePostgres, postgres_available
+
+
+@pytest.fixture
+def private_pg():
+    if not postgres_available():
+        message = "PostgreSQL binaries are needed to start a private server"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    with PrivatePostgres() as pg:  # started by `with`
+        yield pg
+
+
+class RequestThread:
+    """A thread that keeps its own kept-alive database connection, as a gunicorn thread does."""
+
+    def __init__(self, app):
+        self.app = app
+        self.jobs: list = []
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        client = self.app.test_client()
+        while True:
+            with self.ready:
+                while not self.jobs:
+                    self.ready.wait()
+                job, box = self.jobs.pop(0)
+            if job is None:
+                return
+            box.append(job(client))
+            with self.ready:
+                self.ready.notify_all()
+
+    def call(self, job):
+        box = []
+        with self.ready:
+            self.jobs.append((job, box))
+            self.ready.notify_all()
+            self.ready.wait_for(lambda: box, timeout=30)
+        return box[0]
+
+    def stop(self):
+        with self.ready:
+            self.jobs.append((None, []))
+            self.ready.notify_all()
+        self.thread.join(10)
+
+
+def post(client):
+    return client.post("/tasks", json={"expression": "1 + 1"}).status_code
+
+
+def test_after_a_database_restart_one_request_fails_and_the_other_threads_reconnect(private_pg, tmp_path):
+    url = private_pg.create_database("dalc")
+    app = create_app(Config(database_url=url, broker_url=None, sweep_interval_seconds=3600))
+    threads = [RequestThread(app) for _ in range(4)]
+    try:
+        assert [t.call(post) for t in threads] == [202] * 4  # each thread now holds a connection
+        private_pg.restart()
+        assert threads[0].call(post) == 503  # finds its connection dead: answers 503 + Retry-After
+        assert [t.call(post) for t in threads[1:]] == [202] * 3  # no second failure
+        assert threads[0].call(post) == 202
+    finally:
+        for t in threads:
+            t.stop()
+        app.extensions["dalc"].close()
