@@ -16,8 +16,8 @@ KARATSUBA_EXPONENT = math.log2(3)
 WORK_PER_SECOND = 100_000_000
 # An operation holds its operands, its result and scratch space about the result's size.
 MEMORY_HEADROOM = 4
-# Below this size an integer operation costs less than a microsecond or so; with the node limit bounding
-# how many there are, such operations are not worth counting.
+# Below this size an integer operation costs a few microseconds at most; with the node limit bounding how
+# many there are (2,000 by default: about 10 ms in all), such operations are not worth counting.
 SMALL_BITS = 1024
 
 
