@@ -66,8 +66,6 @@ class Runtime:
     def close(self) -> None:
         """Stop the threads this process started and close the broker's connections."""
         self.sweeper.stop()
-        if self.inserter is not None:
-            self.inserter.close()
         if self.publisher is not None:
             self.publisher.close()
         if self.listener is not None:

@@ -49,7 +49,6 @@ def test_requests_queued_behind_a_statement_share_the_next_one(calls):
     calls["hold"].set()
     for t in [first, *others]:
         t.join(10)
-    inserter.close()
     assert calls["statements"] == [1, 16]
     all_ids = [i for ids in results.values() for i in ids]
     assert len(set(all_ids)) == 17
@@ -73,7 +72,6 @@ def test_a_statement_never_splits_a_request_and_respects_the_row_limit(calls):
     calls["hold"].set()
     for t in threads:
         t.join(10)
-    inserter.close()
     assert calls["statements"] == [1, 3, 3, 3]
     assert sorted(len(r) for r in results) == [3, 3, 3]
 
@@ -98,9 +96,8 @@ def test_when_the_database_is_away_every_waiting_request_gets_store_unavailable(
         for t in threads:
             t.join(10)
         assert len(errors) == 4
-        # The inserter's thread lives on: once the database is back, inserts work again.
+        # Nothing is left stuck: once the database is back, the same inserter works again.
         db.initialize(working)
         assert len(inserter.insert(rows("2"))) == 1
     finally:
-        inserter.close()
-        db.initialize(working)
+            db.initialize(working)
