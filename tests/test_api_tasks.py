@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from app import store
+from app.db import db
 from support import wait_until
 
 
@@ -204,8 +206,9 @@ def test_listing_pages_newest_first_with_a_cursor(client):
 def test_listing_filters_by_status(client, worker):
     done = post(client, {"expression": "1"}).get_json()
     client.get(f"/tasks/{done['id']}?wait=10")
-    cancelled = post(client, {"expression": "2"}).get_json()
-    client.post(f"/tasks/{cancelled['id']}/cancel")
+    with db.connection_context():  # stored but not published, so no worker can finish it first
+        cancelled = store.create_tasks(["2"])[0][0].to_dict()
+    assert client.post(f"/tasks/{cancelled['id']}/cancel").status_code == 200
     completed = client.get("/tasks?status=COMPLETED").get_json()["items"]
     assert [t["id"] for t in completed] == [done["id"]]
     assert [t["id"] for t in client.get("/tasks?status=cancelled").get_json()["items"]] == [cancelled["id"]]
@@ -226,9 +229,10 @@ def test_cancelling_an_open_task_makes_it_final(client):
 
 
 def test_a_cancelled_task_is_never_evaluated(client, runtime, worker):
-    task = post(client, {"expression": "1 + 1"}).get_json()
-    client.post(f"/tasks/{task['id']}/cancel")
-    runtime.dispatcher.publish([task["id"]])  # a redelivery after the cancel
+    with db.connection_context():  # stored, not yet published
+        task = store.create_tasks(["1 + 1"])[0][0].to_dict()
+    assert client.post(f"/tasks/{task['id']}/cancel").status_code == 200
+    runtime.dispatcher.publish([task["id"]])  # its message arrives after the cancel
     marker = post(client, {"expression": "2"}).get_json()
     client.get(f"/tasks/{marker['id']}?wait=10")
     after = client.get(f"/tasks/{task['id']}").get_json()
