@@ -115,6 +115,9 @@ class Config:
             ("retry_max_backoff_ms", self.retry_min_backoff_ms <= self.retry_max_backoff_ms,
              "must not be below DALC_RETRY_MIN_BACKOFF_MS"),
             ("max_attempts", self.max_attempts >= 1, "must be at least 1"),
+            ("eval_max_result_digits", 1 <= self.eval_max_result_digits <= 100_000, "must be between 1 and 100000"),
+            ("max_expression_length", 1 <= self.max_expression_length <= 1_000_000,
+             "must be between 1 and 1000000"),
             # Each gunicorn thread keeps a connection, and the process's own threads need a few more.
             ("db_pool_size", self.db_pool_size >= self.web_threads + 4, "must be at least DALC_WEB_THREADS + 4"),
         ]

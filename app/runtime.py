@@ -81,10 +81,14 @@ def _far_future() -> dt.datetime:
 
 def evaluator_limits(config: Config) -> Limits:
     """Return the evaluator's bounds as configured."""
+    # Results are written as decimal text (JSON); Python refuses ints longer than its own limit.
+    if config.eval_max_result_digits > sys.get_int_max_str_digits():
+        sys.set_int_max_str_digits(config.eval_max_result_digits)
     return Limits(
         max_time_seconds=config.eval_max_seconds,
         max_memory_bytes=config.eval_max_memory_bytes,
         max_result_digits=config.eval_max_result_digits,
+        max_length=config.max_expression_length,
     )
 
 

@@ -54,3 +54,20 @@ def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
 
 def test_blank_variables_mean_the_default():
     assert Config.from_env({"DALC_BROKER_URL": "", "DALC_PORT": " "}) == Config()
+
+
+def test_results_longer_than_pythons_default_int_text_limit_can_be_allowed():
+    import json
+    import sys
+
+    from app.runtime import evaluator_limits
+
+    limit = sys.get_int_max_str_digits()
+    try:
+        config = Config.from_env({"DALC_EVAL_MAX_RESULT_DIGITS": "6000"})
+        from app.evaluator import Evaluator
+
+        value = Evaluator(evaluator_limits(config)).evaluate("10 ** 5000")
+        assert json.dumps(value) == "1" + "0" * 5000
+    finally:
+        sys.set_int_max_str_digits(limit)
