@@ -13,7 +13,7 @@ from app.db import UNAVAILABLE_ERRORS, db, discard_connections
 from app.errors import EvaluationError
 from app.evaluator import Evaluator
 from app.models import COMPLETED, FAILED
-from app.telemetry.tasks import Evaluation
+from app.telemetry.tasks import Evaluations
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +29,12 @@ def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: i
     try:
         with db.connection_context():
             claimed = store.claim(task_ids)
-            outcomes = [_observed_outcome(task, evaluator, max_attempts) for task in claimed]
+            with Evaluations(claimed) as evaluations:  # spans, latency, counts and a log line per task
+                outcomes = [evaluations.record(task, _outcome(task, evaluator, max_attempts)) for task in claimed]
             return store.finish(outcomes)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise
-
-
-def _observed_outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:
-    with Evaluation(task) as evaluation:  # a span, a latency, a count and a log line per task
-        return evaluation.record(_outcome(task, evaluator, max_attempts))
 
 
 def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:

@@ -31,6 +31,7 @@ class Span:
     status: str
     status_message: str
     links: tuple[tuple[str, str], ...]  # (trace id, span id) of each link
+    events: tuple[tuple[str, dict], ...]  # (name, attributes) of each event
 
 
 class Receiver:
@@ -130,6 +131,7 @@ def _span(service: str, span: trace_pb2.Span) -> Span:
         status=_STATUS[span.status.code],
         status_message=span.status.message,
         links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+        events=tuple((event.name, _attributes(event.attributes)) for event in span.events),
     )
 
 

@@ -5,16 +5,18 @@ import glob
 import os
 import shutil
 import tempfile
+import threading
+import time
 
 import dramatiq
 import pytest
 import requests
-from conftest import RUN_ID, delete_queues
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker import build_broker
 from app.config import Config
 from app.telemetry import metrics
+from conftest import RUN_ID, delete_queues
 from support import BIN, Process, dalc_env, free_port, wait_for_http, wait_until
 
 
@@ -144,3 +146,26 @@ def test_a_metrics_directory_left_by_a_dramatiq_command_that_is_gone_is_removed(
     assert os.environ[metrics.MULTIPROC_ENV] == ours
     assert os.path.basename(ours).startswith(f"dalc-worker-metrics-{os.getppid()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == [os.path.basename(ours)]
+
+
+def test_metrics_are_created_once_even_when_threads_race_to_the_first_use():
+    calls = []
+    start = threading.Barrier(8)
+
+    @metrics.created_once
+    def make():
+        calls.append(1)
+        time.sleep(0.01)  # widen the window in which a second thread could slip in
+        return object()
+
+    def first_use(results):
+        start.wait()
+        results.append(make())
+
+    results = []
+    threads = [threading.Thread(target=first_use, args=(results,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1

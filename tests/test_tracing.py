@@ -17,7 +17,6 @@ import textwrap
 import dramatiq
 import pytest
 import requests
-from conftest import RUN_ID, clean_tables, delete_queues
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries, SkipMessage
 from opentelemetry import context as otel_context
@@ -25,7 +24,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from otlp_receiver import GrpcReceiver, HttpReceiver
 
 from app.config import Config
 from app.db import init_db
@@ -33,7 +31,9 @@ from app.dispatch import Dispatcher
 from app.store import Claimed, Outcome
 from app.telemetry import tracing
 from app.telemetry.dramatiq_middleware import TRACE_CONTEXT, TracingMiddleware
-from app.telemetry.tasks import Evaluation
+from app.telemetry.tasks import Evaluations
+from conftest import RUN_ID, clean_tables, delete_queues
+from otlp_receiver import GrpcReceiver, HttpReceiver
 from support import BIN, ROOT, Process, dalc_env, free_port, wait_for_http
 
 
@@ -89,7 +89,7 @@ def run(pg_url, amqp_url, tmp_path_factory):
         wait_for_http(f"{base}/readyz", web)
         submitted = {}
         for name, body in [("ok", {"expression": "(1 + 2) * 3"}), ("failed", {"expression": "1 / 0"}),
-                           ("batch", [{"expression": "2 ** 10"}, {"expression": "7 - 1"}])]:
+                           ("batch", [{"expression": "2 ** 10"}, {"expression": "7 -"}])]:
             answer = requests.post(f"{base}/tasks", json=body, timeout=10).json()
             submitted[name] = answer
             first = answer[0] if isinstance(answer, list) else answer
@@ -123,7 +123,12 @@ def run(pg_url, amqp_url, tmp_path_factory):
 
 
 def evaluated(spans) -> set[int]:
-    return {s.attributes["dalc.task.id"] for s in spans if s.name == "evaluate"}
+    """Return the ids of the tasks whose evaluation has a span (its own, or its batch's)."""
+    ids = set()
+    for s in spans:
+        if s.name == "evaluate":
+            ids.update(s.attributes.get("dalc.task.ids") or [s.attributes["dalc.task.id"]])
+    return ids
 
 
 def republished_and_consumed(spans) -> int:
@@ -143,7 +148,7 @@ def chain(run: TracedRun, task: dict):
     server = one(spans, kind="SERVER")
     producer = one(spans, kind="PRODUCER", service="dalc-web")
     consumer = one(spans, kind="CONSUMER", parent_id=producer.span_id)
-    evaluation = one([s for s in spans if s.name == "evaluate" and s.attributes["dalc.task.id"] == task["id"]])
+    evaluation = one([s for s in spans if s.name == "evaluate" and s.attributes.get("dalc.task.id") == task["id"]])
     return spans, server, producer, consumer, evaluation
 
 
@@ -187,15 +192,19 @@ def test_a_failed_evaluation_sets_an_error_status_with_its_code(run):
     assert evaluation.attributes["dalc.task.status"] == "FAILED"
 
 
-def test_a_batch_is_one_trace_with_an_evaluation_span_per_task(run):
+def test_a_batch_is_one_trace_whose_evaluate_span_lists_its_tasks_and_each_failure(run):
     first, second = run.tasks["batch"]
     assert first["trace_id"] == second["trace_id"]
+    assert (first["status"], second["error_code"]) == ("COMPLETED", "syntax_error")
     spans = run.receiver.spans(first["trace_id"])
     producer = one(spans, kind="PRODUCER", service="dalc-web")
     consumer = one(spans, kind="CONSUMER", parent_id=producer.span_id)
-    evaluations = [s for s in spans if s.name == "evaluate"]
-    assert sorted(s.attributes["dalc.task.id"] for s in evaluations) == [first["id"], second["id"]]
-    assert {s.parent_id for s in evaluations} == {consumer.span_id}
+    evaluation = one(spans, name="evaluate")
+    assert evaluation.parent_id == consumer.span_id
+    assert evaluation.attributes["dalc.task.ids"] == [first["id"], second["id"]]
+    assert (evaluation.status, evaluation.status_message) == ("ERROR", "1 of 2 tasks FAILED")
+    assert evaluation.events == (("task failed", {"dalc.task.id": second["id"], "dalc.task.expression": "7 -",
+                                                  "dalc.task.error_code": "syntax_error"}),)
 
 
 def test_a_sweeper_republish_joins_each_task_trace_and_one_message_serves_them_all(run):
@@ -268,6 +277,26 @@ def test_tracing_is_off_unless_a_destination_is_named_and_the_sdk_is_enabled():
     assert not tracing.tracing_requested({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
 
 
+def test_a_request_continues_its_callers_trace_and_probes_are_not_traced(spans, pg_config):
+    from app import create_app
+
+    with tracing.using(spans.provider):
+        application = create_app(pg_config)
+    try:
+        client = application.test_client()
+        caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with tracing.using(spans.provider):
+            task = client.post("/tasks", json={"expression": "1"}, headers={"traceparent": caller}).get_json()
+            assert client.get("/healthz").status_code == 200
+    finally:
+        application.extensions["dalc"].close()
+    servers = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert [s.name for s in servers] == ["POST /tasks"]
+    assert task["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert format(servers[0].parent.span_id, "016x") == "b7ad6b7169203331"
+    assert (servers[0].attributes["http.route"], servers[0].attributes["http.response.status_code"]) == ("/tasks", 202)
+
+
 def run_probe(spans: int = 1, **otel: str) -> subprocess.CompletedProcess:
     """Run a process that starts dalc's tracing as a dalc process does, records spans and exits."""
     script = textwrap.dedent(f"""
@@ -294,6 +323,7 @@ def spans():
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter.provider = provider
     with tracing.using(provider):
         yield exporter
 
@@ -375,7 +405,7 @@ def test_a_retried_message_is_processed_again_in_the_same_trace(spans, stub):
         flaky.send()
     broker.join("t", fail_fast=False)
     consumers = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CONSUMER]
-    assert [s.attributes["dalc.message.retries"] for s in consumers] == [0, 1]
+    assert [s.attributes.get("dalc.message.retries") for s in consumers] == [None, 1]
     assert {s.parent.span_id for s in consumers} == {request.get_span_context().span_id}
 
 
@@ -384,9 +414,10 @@ def test_a_message_serving_two_requests_puts_each_evaluation_in_its_own_trace(sp
 
     @dramatiq.actor(broker=broker, queue_name="t", actor_name="evaluate_tasks")
     def evaluate_tasks(task_ids):
-        for task_id in task_ids:
-            with Evaluation(Claimed(task_id, "1 + 1", 1)) as evaluation:
-                evaluation.record(Outcome(task_id, "COMPLETED", result="2"))
+        claimed = [Claimed(task_id, "1 + 1", 1) for task_id in task_ids]
+        with Evaluations(claimed) as evaluations:
+            for task in claimed:
+                evaluations.record(task, Outcome(task.id, "COMPLETED", result="2"))
 
     tracer = tracing.tracer()
     with tracer.start_as_current_span("first") as first:
@@ -397,8 +428,8 @@ def test_a_message_serving_two_requests_puts_each_evaluation_in_its_own_trace(sp
                                                                           second_context]) == []
     broker.join("t", fail_fast=True)
     finished = spans.get_finished_spans()
-    trace_of = {s.attributes["dalc.task.id"]: s.context.trace_id for s in finished if s.name == "evaluate"}
-    assert trace_of == {1: first.get_span_context().trace_id, 2: first.get_span_context().trace_id,
-                        3: second.get_span_context().trace_id}
+    trace_of = {tuple(s.attributes.get("dalc.task.ids", [s.attributes.get("dalc.task.id")])): s.context.trace_id
+                for s in finished if s.name == "evaluate"}
+    assert trace_of == {(1, 2): first.get_span_context().trace_id, (3,): second.get_span_context().trace_id}
     producers = [s for s in finished if s.kind == trace.SpanKind.PRODUCER]
     assert sorted(p.attributes["dalc.task.ids"] for p in producers) == [(1, 2), (3,)]

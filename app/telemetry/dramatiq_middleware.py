@@ -121,9 +121,10 @@ def _consumer_attributes(broker, message) -> dict:
         "messaging.operation.name": "process",
         "messaging.destination.name": message.queue_name,
         "messaging.message.id": message.message_id,
-        "dalc.actor": message.actor_name,
-        "dalc.message.retries": message.options.get("retries", 0),
     }
+    retries = message.options.get("retries")
+    if retries:
+        attributes["dalc.message.retries"] = retries
     ids = message.args[0] if message.args else None
     if isinstance(ids, list) and all(type(i) is int for i in ids):
         attributes["dalc.task.ids"] = ids

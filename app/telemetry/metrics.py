@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,7 +43,26 @@ class WorkerMetrics:
     in_progress: object
 
 
-@functools.cache
+def created_once(factory):
+    """Cache a function without arguments, like functools.cache, but call it once even when threads race.
+
+    A metric registered twice raises; the first requests of a process arrive on several threads at once.
+    """
+    lock = threading.Lock()
+    made: list = []
+
+    @functools.wraps(factory)
+    def get():
+        if not made:
+            with lock:
+                if not made:
+                    made.append(factory())
+        return made[0]
+
+    return get
+
+
+@created_once
 def web() -> WebMetrics:
     """Return the web's metrics, created on first use (so other process kinds never export them)."""
     from prometheus_client import Counter, Histogram
@@ -56,7 +76,7 @@ def web() -> WebMetrics:
     )
 
 
-@functools.cache
+@created_once
 def worker() -> WorkerMetrics:
     """Return the workers' metrics, created on first use."""
     from prometheus_client import Counter, Gauge, Histogram

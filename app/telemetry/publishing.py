@@ -86,7 +86,6 @@ def _start(tracer, queue_name: str, context, group: list[int]) -> Span:
         "messaging.operation.name": "send",
         "messaging.destination.name": queue_name,
         "dalc.task.ids": group,
-        "dalc.task.count": len(group),
     }
     name = f"send {queue_name}"
     if isinstance(context, tracing.StoredTrace):

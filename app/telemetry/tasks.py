@@ -33,40 +33,49 @@ def accepted(tasks: Sequence) -> None:
                  extra={"task_id": first.id, "task_count": len(tasks)})
 
 
-class Evaluation:
-    """Observe one evaluation: its span (when tracing), its latency, its outcome counted and logged.
+class Evaluations:
+    """Observe the evaluations of one message's tasks: their spans, latency, counts and log lines.
 
-    Use it as `with Evaluation(task) as evaluation: outcome = evaluation.record(compute())`.
+    Use it as `with Evaluations(claimed) as e: outcomes = [e.record(t, evaluate(t)) for t in claimed]`;
+    each task's evaluation is timed from the previous record (or from the start).
+
+    Spans cost far more than an evaluation, so there is one per request, not per task: a request whose
+    message carries one of its tasks (every single submission) gets an `evaluate` span for that task;
+    one whose message carries several (a batch) gets one `evaluate` span for them all, listing their
+    ids, with an event for each task that FAILED.
     """
 
-    __slots__ = ("task", "span", "started")
+    def __init__(self, claimed: Sequence):
+        self._last = time.time_ns()
+        self._tracer = tracing.tracer()
+        self._groups: dict[int, _Group] = {}
+        self._group_of: dict[int, _Group] = {}
+        if self._tracer is None:
+            return
+        parents = otel_context.get_value(tracing.TASK_PARENTS) or {}
+        for task in claimed:
+            parent = parents.get(task.id)
+            if parent is None and not trace.get_current_span().get_span_context().is_valid:
+                continue  # evaluated outside any message (a direct call): no orphan root spans
+            group = self._groups.setdefault(id(parent), _Group(parent))
+            group.ids.append(task.id)
+            self._group_of[task.id] = group
 
-    def __init__(self, task):
-        self.task = task
-        self.span = _evaluation_span(task)
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> Evaluation:
+    def __enter__(self) -> Evaluations:
         return self
 
-    def record(self, outcome):
-        """Report the outcome (a store.Outcome) and return it."""
-        elapsed = time.perf_counter() - self.started
+    def record(self, task, outcome):
+        """Report the outcome (a store.Outcome) of `task` and return it."""
+        started, self._last = self._last, time.time_ns()
+        elapsed = (self._last - started) / 1e9
         m = metrics.worker()
         m.evaluation_duration.observe(elapsed)
         m.tasks_finished.labels(outcome.status, outcome.error_code or "").inc()
-        span = self.span
-        if span is not None:
-            span.set_attribute("dalc.task.status", outcome.status)
-            if outcome.status == COMPLETED:
-                span.set_status(Status(StatusCode.OK))
-            elif outcome.error_code:
-                span.set_attribute("dalc.task.error_code", outcome.error_code)
-                span.set_attribute("error.type", outcome.error_code)
-                span.set_status(Status(StatusCode.ERROR, outcome.error_code))
+        group = self._group_of.get(task.id)
+        span = None if group is None else self._span_for(group, task, outcome, started)
         if log.isEnabledFor(logging.INFO):
             extra = {"task_id": outcome.id, "status": outcome.status, "error_code": outcome.error_code,
-                     "attempt": self.task.attempts, "duration_ms": round(elapsed * 1000, 3)}
+                     "attempt": task.attempts, "duration_ms": round(elapsed * 1000, 3)}
             if span is not None:
                 context = span.get_span_context()
                 extra.update(trace_id=format(context.trace_id, "032x"), span_id=format(context.span_id, "016x"))
@@ -75,27 +84,58 @@ class Evaluation:
         return outcome
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.span is None:
-            return
-        if exc is not None:
-            self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, str(exc)))
-        self.span.end()
+        for group in self._groups.values():
+            if group.span is None:
+                continue
+            if exc is not None:
+                group.span.record_exception(exc)
+            if exc is not None or group.failed:
+                description = str(exc) if exc is not None else f"{group.failed} of {len(group.ids)} tasks FAILED"
+                group.span.set_status(Status(StatusCode.ERROR, description))
+            else:
+                group.span.set_status(Status(StatusCode.OK))
+            group.span.set_attribute("dalc.task.failed", group.failed)
+            group.span.end()
+
+    def _span_for(self, group: _Group, task, outcome, started: int):
+        failed = outcome.status != COMPLETED
+        if len(group.ids) == 1:
+            span = self._tracer.start_span("evaluate", context=group.parent, start_time=started, attributes={
+                "dalc.task.id": task.id,
+                "dalc.task.expression": _clip(task.expression),
+                "dalc.task.status": outcome.status,
+            })
+            if task.attempts > 1:
+                span.set_attribute("dalc.task.attempt", task.attempts)
+            if failed:
+                span.set_attribute("dalc.task.error_code", outcome.error_code)
+                span.set_attribute("error.type", outcome.error_code)
+            span.set_status(Status(StatusCode.ERROR, outcome.error_code) if failed else Status(StatusCode.OK))
+            span.end(end_time=self._last)
+            return span
+        if group.span is None:
+            group.span = self._tracer.start_span("evaluate", context=group.parent, start_time=started, attributes={
+                "dalc.task.ids": group.ids, "dalc.task.count": len(group.ids),
+            })
+        if failed:
+            group.failed += 1
+            group.span.add_event("task failed", {
+                "dalc.task.id": task.id, "dalc.task.expression": _clip(task.expression),
+                "dalc.task.error_code": outcome.error_code or "",
+            }, timestamp=self._last)
+        return group.span
 
 
-def _evaluation_span(task):
-    tracer = tracing.tracer()
-    if tracer is None:
-        return None
-    parents = otel_context.get_value(tracing.TASK_PARENTS)
-    parent = parents.get(task.id) if parents else None
-    if parent is None and not trace.get_current_span().get_span_context().is_valid:
-        return None  # evaluated outside any message (a direct call): no orphan root spans
-    return tracer.start_span("evaluate", context=parent, attributes={
-        "dalc.task.id": task.id,
-        "dalc.task.expression": _clip(task.expression),
-        "dalc.task.attempt": task.attempts,
-    })
+class _Group:
+    """The tasks of one trace within a message, and the span that holds their evaluations."""
+
+    __slots__ = ("parent", "ids", "span", "failed")
+
+    def __init__(self, parent):
+        self.parent = parent
+        self.ids: list[int] = []
+        self.span = None
+        self.failed = 0
 
 
 def _clip(text: str) -> str:

@@ -18,10 +18,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 TRACER_NAME = "dalc"
-# Emit the stable HTTP and database conventions (http.request.method, db.query.text, …), not the old ones.
-SEMCONV_OPT_IN = "http,database"
-# Probes and scrapes would drown the traces people look for.
-DEFAULT_EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
+# Have the psycopg2 instrumentation emit the stable database conventions (db.system.name, db.query.text).
+SEMCONV_OPT_IN = "database"
 # A process that stops waits at most this long for its last spans to leave, collector or not.
 SHUTDOWN_SECONDS = 5.0
 
@@ -76,6 +74,7 @@ def setup_tracing(service_name: str) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=_resource(service_name), id_generator=_id_generator(), shutdown_on_exit=False)
+    provider.sampler = _no_orphan_statements(provider.sampler)  # the OTEL_TRACES_SAMPLER one, wrapped
     provider.add_span_processor(BatchSpanProcessor(_exporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
@@ -110,6 +109,23 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x")
 
 
+@contextlib.contextmanager
+def attached(context: otel_context.Context | None) -> Iterator[None]:
+    """Make `context` (from current_context() in another thread) current inside the block, if there is one.
+
+    A helper thread doing work on behalf of a request (such as one INSERT for several requests) runs
+    it under the first request's context, so its spans land in that request's trace.
+    """
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def stored_trace(trace_id: str | None) -> StoredTrace | None:
     """Turn a task's stored trace id back into something spans can join, or None."""
     try:
@@ -129,13 +145,12 @@ def root_in(trace_id: int) -> Iterator[None]:
 
 
 def instrument_app(app) -> None:
-    """Give each HTTP request a SERVER span (Flask instrumentation), if tracing is on."""
-    if _provider is None:
+    """Give each HTTP request a SERVER span, if tracing is on."""
+    if _tracer is None:
         return
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from app.telemetry import http_server
 
-    excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS
-    FlaskInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls=excluded)
+    http_server.instrument(app, _tracer)
 
 
 def shutdown(timeout: float = SHUTDOWN_SECONDS) -> None:
@@ -194,6 +209,28 @@ def _exporter():
     else:
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: dalc supports grpc or http/protobuf")
     return OTLPSpanExporter()
+
+
+def _no_orphan_statements(sampler):
+    """Wrap `sampler` so a database statement outside any request or message is not traced.
+
+    Migrations, the sweeper's periodic queries and helper threads would otherwise each start a trace
+    of one lone CLIENT span.
+    """
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+    from opentelemetry.trace import SpanKind
+
+    class NoOrphanStatements(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                          trace_state=None):
+            if kind is SpanKind.CLIENT and not trace.get_current_span(parent_context).get_span_context().is_valid:
+                return SamplingResult(Decision.DROP)
+            return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self):
+            return f"NoOrphanStatements{{{sampler.get_description()}}}"
+
+    return NoOrphanStatements()
 
 
 def _id_generator():
