@@ -162,8 +162,8 @@ def bounded(predicate, timeout: float, failure) -> None:
 
 
 def excerpt(process: Process) -> str:
-    """The process's log without its one line per task, so that what went wrong stands out."""
-    lines = [line for line in process.output().splitlines() if '"app.tasks"' not in line]
+    """The process's log without its one line per task or pika's reconnection noise, so what went wrong stands out."""
+    lines = [line for line in process.output().splitlines() if '"app.tasks"' not in line and '"pika.' not in line]
     return "\n".join(lines[-25:])[-4000:]
 
 
