@@ -106,4 +106,6 @@ def setup_logging(config: Config) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs several ERROR lines for every failed connection attempt, each time it tries a broker URL;
+    # dalc says once, in its own words, what a broker outage means (app.dispatch, app.api.health, Dramatiq).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
