@@ -1,6 +1,7 @@
 """An OTLP trace receiver inside the test process, over HTTP/protobuf or gRPC, decoding with opentelemetry-proto."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import threading
@@ -10,7 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from app.telemetry import tracing
 from support import free_port, wait_until
 
 _KINDS = {value: name.removeprefix("SPAN_KIND_") for name, value in trace_pb2.Span.SpanKind.items()}
@@ -117,6 +122,17 @@ class GrpcReceiver(Receiver):
 
     def close(self) -> None:
         self.server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def recorded_spans():
+    """Record dalc's own spans in memory inside the block, without the global SDK; yield the exporter."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter.provider = provider
+    with tracing.using(provider):
+        yield exporter
 
 
 def _span(service: str, span: trace_pb2.Span) -> Span:

@@ -1,7 +1,7 @@
 """Traces: one per task, from the HTTP request through RabbitMQ to the worker and the database.
 
-The first tests run the real processes (gunicorn, the `dalc sweep` command, the dramatiq CLI) against an
-OTLP/HTTP receiver inside the test; the last ones check the Dramatiq middleware's contract in-process.
+Most tests run the real processes (gunicorn, the `dalc sweep` command, the dramatiq CLI) against an
+OTLP/HTTP receiver inside the test; tests/test_dramatiq_middleware.py checks the middleware in-process.
 """
 from __future__ import annotations
 
@@ -14,26 +14,15 @@ import sys
 import tempfile
 import textwrap
 
-import dramatiq
 import pytest
 import requests
-from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Retries, SkipMessage
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app.config import Config
 from app.db import init_db
-from app.dispatch import Dispatcher
-from app.store import Claimed, Outcome
 from app.telemetry import tracing
-from app.telemetry.dramatiq_middleware import TRACE_CONTEXT, TracingMiddleware
-from app.telemetry.tasks import Evaluations
 from conftest import RUN_ID, clean_tables, delete_queues
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from otlp_receiver import GrpcReceiver, HttpReceiver, recorded_spans
 from support import BIN, ROOT, Process, dalc_env, free_port, wait_for_http
 
 
@@ -277,6 +266,12 @@ def test_tracing_is_off_unless_a_destination_is_named_and_the_sdk_is_enabled():
     assert not tracing.tracing_requested({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
 
 
+@pytest.fixture
+def spans():
+    with recorded_spans() as exporter:
+        yield exporter
+
+
 def test_a_request_continues_its_callers_trace_and_probes_are_not_traced(spans, pg_config):
     from app import create_app
 
@@ -314,122 +309,3 @@ def run_probe(spans: int = 1, **otel: str) -> subprocess.CompletedProcess:
     env.update(OTEL_BSP_SCHEDULE_DELAY="50", **otel)
     return subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
-
-
-# The middleware's contract, in-process, on Dramatiq's in-memory broker and an in-memory span exporter.
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    exporter.provider = provider
-    with tracing.using(provider):
-        yield exporter
-
-
-class Probe(dramatiq.Middleware):
-    """Note the span current in the worker thread once every other middleware has finished a message."""
-
-    def __init__(self):
-        self.after = []
-
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        self.after.append(trace.get_current_span())
-
-    after_skip_message = after_process_message
-
-
-class SkipWhenAsked(dramatiq.Middleware):
-    def before_process_message(self, broker, message):
-        if message.options.get("skip"):
-            raise SkipMessage()
-
-
-@pytest.fixture
-def stub():
-    """A StubBroker with the tracing middleware (between a probe and a skipper) and a one-thread worker."""
-    probe = Probe()
-    broker = StubBroker(middleware=[Retries(min_backoff=10, max_backoff=20), probe, TracingMiddleware(),
-                                    SkipWhenAsked()])
-    broker.emit_after("process_boot")
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=10)
-    worker.start()
-    yield broker, probe
-    worker.stop()
-    broker.close()
-
-
-def test_the_consumer_span_ends_and_its_context_is_detached_however_the_message_ends(spans, stub):
-    broker, probe = stub
-
-    @dramatiq.actor(broker=broker, max_retries=0, queue_name="t")
-    def job(fail):
-        if fail:
-            raise ValueError("no")
-
-    for fail, options in [(False, {}), (True, {}), (False, {"skip": True})]:
-        job.send_with_options(args=(fail,), **options)
-    broker.join("t", fail_fast=False)
-    consumers = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CONSUMER]
-    assert [s.status.status_code.name for s in consumers] == ["UNSET", "ERROR", "UNSET"]
-    assert consumers[2].attributes["dalc.message.skipped"] is True
-    assert [s.get_span_context().is_valid for s in probe.after] == [False, False, False]
-
-
-def test_options_given_to_send_with_options_stay_as_they_are_beside_the_trace_context(spans, stub):
-    broker, _ = stub
-
-    @dramatiq.actor(broker=broker, queue_name="t")
-    def job():
-        pass
-
-    with tracing.tracer().start_as_current_span("request") as request:
-        message = job.send_with_options(max_retries=3, skip=False)
-    assert (message.options["max_retries"], message.options["skip"]) == (3, False)
-    parent = format(request.get_span_context().span_id, "016x")
-    assert message.options[TRACE_CONTEXT]["traceparent"].split("-")[2] == parent
-
-
-def test_a_retried_message_is_processed_again_in_the_same_trace(spans, stub):
-    broker, _ = stub
-    calls = []
-
-    @dramatiq.actor(broker=broker, queue_name="t", max_retries=1)
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("transient")
-
-    with tracing.tracer().start_as_current_span("request") as request:
-        flaky.send()
-    broker.join("t", fail_fast=False)
-    consumers = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CONSUMER]
-    assert [s.attributes.get("dalc.message.retries") for s in consumers] == [None, 1]
-    assert {s.parent.span_id for s in consumers} == {request.get_span_context().span_id}
-
-
-def test_a_message_serving_two_requests_puts_each_evaluation_in_its_own_trace(spans, stub):
-    broker, _ = stub
-
-    @dramatiq.actor(broker=broker, queue_name="t", actor_name="evaluate_tasks")
-    def evaluate_tasks(task_ids):
-        claimed = [Claimed(task_id, "1 + 1", 1) for task_id in task_ids]
-        with Evaluations(claimed) as evaluations:
-            for task in claimed:
-                evaluations.record(task, Outcome(task.id, "COMPLETED", result="2"))
-
-    tracer = tracing.tracer()
-    with tracer.start_as_current_span("first") as first:
-        first_context = otel_context.get_current()
-    with tracer.start_as_current_span("second") as second:
-        second_context = otel_context.get_current()
-    assert Dispatcher(evaluate_tasks, chunk_size=10).publish([1, 2, 3], [first_context, first_context,
-                                                                          second_context]) == []
-    broker.join("t", fail_fast=True)
-    finished = spans.get_finished_spans()
-    trace_of = {tuple(s.attributes.get("dalc.task.ids", [s.attributes.get("dalc.task.id")])): s.context.trace_id
-                for s in finished if s.name == "evaluate"}
-    assert trace_of == {(1, 2): first.get_span_context().trace_id, (3,): second.get_span_context().trace_id}
-    producers = [s for s in finished if s.kind == trace.SpanKind.PRODUCER]
-    assert sorted(p.attributes["dalc.task.ids"] for p in producers) == [(1, 2), (3,)]
