@@ -79,14 +79,20 @@ def init_db(config: Config) -> peewee.Database:
 # under load. A connection that breaks is dropped by discard_connections(), called by the error handler.
 
 
+def retire_connections() -> None:
+    """Mark every pooled connection opened so far as stale: each is dropped before its next use."""
+    if isinstance(db.obj, PooledPostgres):
+        db.obj.generation += 1
+        db.obj.close_idle()
+
+
 def discard_connections() -> None:
     """Drop this thread's connection and retire every other one: after one failed, the others likely did too."""
     if isinstance(db.obj, PooledPostgres):
-        db.obj.generation += 1
+        retire_connections()
         if db.in_transaction():
             db.rollback()
         db.obj.manual_close()
-        db.obj.close_idle()
     elif not db.is_closed():
         db.close()
 

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import select
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import psycopg2
 
@@ -57,25 +57,30 @@ final_events = FinalEvents()
 class PostgresListener(threading.Thread):
     """LISTEN for final tasks on PostgreSQL and wake local waiters; reconnect whenever the link drops."""
 
-    def __init__(self, connect_kwargs: dict, channel: str, events: FinalEvents = final_events):
+    def __init__(self, connect_kwargs: dict, channel: str, events: FinalEvents = final_events,
+                 on_lost: Callable[[], None] | None = None):
         super().__init__(name="dalc-final-listener", daemon=True)
         self._connect_kwargs = connect_kwargs
+        # Called when the server drops the connection: the process's other connections died with it.
+        self._on_lost = on_lost
         self._channel = channel
         self._events = events
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.connected = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self._listen()
             except psycopg2.Error as exc:
                 log.warning("final-task listener lost its connection (%s); reconnecting", exc)
+                if self._on_lost is not None and self.connected.is_set():
+                    self._on_lost()
             self.connected.clear()
-            self._stop.wait(1.0)
+            self._stopping.wait(1.0)
 
     def _listen(self) -> None:
         conn = psycopg2.connect(**self._connect_kwargs)
@@ -86,7 +91,7 @@ class PostgresListener(threading.Thread):
             self.connected.set()
             # Anything that became final while we were away was missed: let every waiter re-read.
             self._events.wake_all()
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if select.select([conn], [], [], 1.0) == ([], [], []):
                     continue
                 conn.poll()

@@ -12,7 +12,7 @@ from app import store
 from app.actors import declare_actors
 from app.broker import DeadLetterQueue, build_broker
 from app.config import Config
-from app.db import db, init_db, is_postgres
+from app.db import db, init_db, is_postgres, retire_connections
 from app.dispatch import BackgroundPublisher, Dispatcher
 from app.evaluator import Evaluator, Limits
 from app.group_insert import GroupInserter
@@ -60,7 +60,9 @@ class Runtime:
         if not is_postgres():
             return
         params = dict(db.obj.connect_params, dbname=db.obj.database)
-        self.listener = PostgresListener(params, FINAL_CHANNEL)
+        # A listener that loses the server is the first to know: retire the pool's connections at once,
+        # rather than letting each of them fail one request.
+        self.listener = PostgresListener(params, FINAL_CHANNEL, on_lost=retire_connections)
         self.listener.start()
 
     def close(self) -> None:

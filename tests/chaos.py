@@ -92,6 +92,7 @@ class Stack:
         )
         self.run = Process([sys.executable, "-m", "app", "run"], self.env, workdir / "dalc.log")
         wait_for_http(f"http://127.0.0.1:{self.port}/readyz", self.run, timeout=60)
+        self.wait_for_workers()
 
     def processes(self, marker: str) -> list[int]:
         """Return the pids under supervisord whose command line contains `marker`."""
@@ -120,7 +121,10 @@ class Stack:
     def worker_master(self) -> int | None:
         """Return the dramatiq CLI's main process (the one whose parent is supervisord)."""
         for pid in self.processes("app.worker"):
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            try:
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:  # it has just ended
+                continue
             if ppid == self.run.popen.pid:
                 return pid
         return None
@@ -225,6 +229,7 @@ def settle(stack: Stack, expected: dict[int, int], timeout: float) -> tuple[dict
 
 def kill_worker(stack: Stack) -> None:
     """SIGKILL one of the dramatiq CLI's worker processes (supervisord brings the workers back)."""
+    stack.wait_for_workers()
     master = stack.worker_master()
     victims = [pid for pid in stack.processes("app.worker") if pid != master]
     os.kill(victims[0], signal.SIGKILL)

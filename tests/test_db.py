@@ -9,6 +9,7 @@ from app import create_app
 from app.config import Config
 from conftest import IN_CI
 from private_services import PrivatePostgres, postgres_available
+from support import wait_until
 
 
 @pytest.fixture
@@ -62,17 +63,32 @@ def post(client):
     return client.post("/tasks", json={"expression": "1 + 1"}).status_code
 
 
-def test_after_a_database_restart_one_request_fails_and_the_other_threads_reconnect(private_pg, tmp_path):
+@pytest.fixture
+def app_and_threads(private_pg):
     url = private_pg.create_database("dalc")
     app = create_app(Config(database_url=url, broker_url=None, sweep_interval_seconds=3600))
     threads = [RequestThread(app) for _ in range(4)]
-    try:
-        assert [t.call(post) for t in threads] == [202] * 4  # each thread now holds a connection
-        private_pg.restart()
-        assert threads[0].call(post) == 503  # finds its connection dead: answers 503 + Retry-After
-        assert [t.call(post) for t in threads[1:]] == [202] * 3  # no second failure
-        assert threads[0].call(post) == 202
-    finally:
-        for t in threads:
-            t.stop()
-        app.extensions["dalc"].close()
+    assert [t.call(post) for t in threads] == [202] * 4  # each thread now holds a connection
+    yield app, threads
+    for t in threads:
+        t.stop()
+    app.extensions["dalc"].close()
+
+
+def test_after_a_database_restart_no_request_fails_once_the_listener_has_noticed(private_pg, app_and_threads):
+    app, threads = app_and_threads
+    listener = app.extensions["dalc"].listener
+    private_pg.restart()
+    wait_until(listener.connected.is_set, timeout=15)
+    assert [t.call(post) for t in threads] == [202] * 4
+
+
+def test_without_the_listener_one_request_fails_and_the_other_threads_reconnect(private_pg, app_and_threads):
+    app, threads = app_and_threads
+    listener = app.extensions["dalc"].listener
+    listener.stop()
+    listener.join(5)
+    private_pg.restart()
+    assert threads[0].call(post) == 503  # finds its connection dead: answers 503 + Retry-After
+    assert [t.call(post) for t in threads[1:]] == [202] * 3  # no second failure
+    assert threads[0].call(post) == 202
