@@ -109,23 +109,6 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x")
 
 
-@contextlib.contextmanager
-def attached(context: otel_context.Context | None) -> Iterator[None]:
-    """Make `context` (from current_context() in another thread) current inside the block, if there is one.
-
-    A helper thread doing work on behalf of a request (such as one INSERT for several requests) runs
-    it under the first request's context, so its spans land in that request's trace.
-    """
-    if context is None:
-        yield
-        return
-    token = otel_context.attach(context)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
 def stored_trace(trace_id: str | None) -> StoredTrace | None:
     """Turn a task's stored trace id back into something spans can join, or None."""
     try:
