@@ -151,7 +151,8 @@ def test_a_body_over_the_size_limit_answers_413(client, app):
     assert_problem(response, 413)
 
 
-@pytest.mark.parametrize("path", ["/tasks/abc", "/tasks/1.5", "/tasks?id=abc", "/tasks/1e3"])
+@pytest.mark.parametrize("path", ["/tasks/abc", "/tasks/1.5", "/tasks?id=abc", "/tasks/1e3", "/tasks/0%1F",
+                                  "/tasks/%201", "/tasks/1_000", "/tasks?id=%D9%A1"])
 def test_a_malformed_id_answers_400(client, path):
     assert_problem(client.get(path), 400, "invalid_task_id")
 

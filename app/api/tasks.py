@@ -176,7 +176,9 @@ def _idempotency(body, batch: bool) -> store.Idempotency | None:
 
 
 def _task_id(raw: str) -> int:
-    if re.fullmatch(r"[+-]?\d{1,30}", raw.strip()):
+    # ASCII digits only, and nothing around them: int() would accept more (other scripts' digits,
+    # underscores, surrounding whitespace of every kind) than an id can look like.
+    if re.fullmatch(r"[+-]?[0-9]{1,30}", raw):
         value = int(raw)
         if 1 <= value <= _MAX_ID:
             return value
