@@ -1,9 +1,11 @@
 """Shared fixtures: real PostgreSQL and RabbitMQ, isolated per run (database) and per test (queue)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 
 import dramatiq
 import pika
@@ -39,21 +41,36 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def _admin(sql: str) -> None:
+    # A new connection each time: a test may have restarted the server since the last one.
+    connection = psycopg2.connect(PG_ADMIN_DSN)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def own_database(name: str) -> Iterator[str]:
+    """Create database `name` on the machine's PostgreSQL for the block; drop it afterwards, whatever it holds."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@{PG_HOST}/{name}"
+    finally:
+        if db.obj is not None and hasattr(db.obj, "close_all"):
+            db.obj.close_all()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_url():
-    """Create this run's own PostgreSQL database, and drop it when the run ends."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    name = f"dalc_test_{RUN_ID}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@{PG_HOST}/{name}"
-    if db.obj is not None and hasattr(db.obj, "close_all"):
-        db.obj.close_all()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    """This run's own PostgreSQL database, dropped when the run ends."""
+    with own_database(f"dalc_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

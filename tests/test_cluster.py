@@ -22,7 +22,7 @@ import psycopg2
 import pytest
 import requests
 
-from conftest import PG_ADMIN_DSN, PG_HOST, RUN_ID, require_service
+from conftest import RUN_ID, own_database
 from private_services import RabbitCluster, rabbitmq_available, require
 from support import BIN, Process, dalc_env, free_port, wait_for_http
 
@@ -38,16 +38,8 @@ DRAIN_TIMEOUT = 60.0
 @pytest.fixture
 def database():
     """A database of this test's own on the machine's PostgreSQL, dropped afterwards."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    name = f"dalc_cluster_{RUN_ID}_{uuid.uuid4().hex[:4]}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@{PG_HOST}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with own_database(f"dalc_cluster_{RUN_ID}_{uuid.uuid4().hex[:4]}") as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,29 +3,19 @@ from __future__ import annotations
 
 import threading
 
-import psycopg2
 import pytest
 
 from app import migrations
 from app.config import Config
 from app.db import db, init_db
-from conftest import PG_ADMIN_DSN, RUN_ID
+from conftest import RUN_ID, own_database
 
 
 @pytest.fixture
 def fresh_pg(pg_url):
     """An empty PostgreSQL database of its own, dropped afterwards."""
-    name = f"dalc_test_{RUN_ID}_mig"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield pg_url.rsplit("/", 1)[0] + "/" + name
-    db.obj.close_all()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with own_database(f"dalc_test_{RUN_ID}_mig") as url:
+        yield url
 
 
 def test_migrate_applies_every_version_once(fresh_pg):
