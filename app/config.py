@@ -72,11 +72,6 @@ class Config:
         """Tell whether tasks go through the in-process broker."""
         return self.broker_url is None
 
-    @property
-    def is_sqlite(self) -> bool:
-        """Tell whether the database is SQLite."""
-        return self.database_url.startswith("sqlite")
-
     def with_overrides(self, **changes) -> Config:
         """Return a copy with some settings changed (tests and tools use this)."""
         return dataclasses.replace(self, **changes)

@@ -31,10 +31,6 @@ class StoreUnavailable(DalcError):
     """The database cannot be reached right now: transient, worth retrying."""
 
 
-class BrokerUnavailable(DalcError):
-    """The message broker cannot be reached right now: transient, worth retrying."""
-
-
 class ProblemError(DalcError):
     """A request the API refuses, answered as RFC 9457 problem details."""
 
@@ -101,7 +97,7 @@ def init_app(app) -> None:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ))
 
-    for error in (*UNAVAILABLE_ERRORS, StoreUnavailable, BrokerUnavailable):
+    for error in (*UNAVAILABLE_ERRORS, StoreUnavailable):
         app.register_error_handler(error, _unavailable)
 
     @app.errorhandler(Exception)
