@@ -1,16 +1,23 @@
 """dalc: a distributed calculator service."""
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from app.config import Config
+if TYPE_CHECKING:  # importing a part (app.evaluator, say) must not load Flask
+    from flask import Flask
+
+    from app.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
     """Create the web application, reading the environment when no config is given."""
-    from app import api, db, errors, logs, migrations
+    from flask import Flask
+
+    from app import web
+    from app.config import Config
     from app.runtime import build_runtime
-    from app.telemetry import tracing
+    from app.store import database, migrations
+    from app.telemetry import logs, tracing
 
     config = config or Config.from_env()
     logs.setup_logging(config)
@@ -24,9 +31,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["dalc"] = runtime
     if config.migrate_on_start:
         migrations.migrate()
-    db.init_app(app)
-    errors.init_app(app)
-    api.init_app(app)
+    database.init_app(app)
+    web.init_app(app)
     runtime.start_intake()
     if config.embedded_broker:
         runtime.start_embedded_worker()

@@ -8,8 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from app.config import Config
-from app.errors import ConfigError
+from app.config import Config, ConfigError
 
 log = logging.getLogger("app.cli")
 
@@ -63,8 +62,8 @@ def _run(config: Config) -> None:
 
 
 def _migrate(config: Config) -> None:
-    from app import migrations
-    from app.db import init_db
+    from app.store import migrations
+    from app.store.database import init_db
 
     init_db(config)
     applied = migrations.migrate()
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dalc: configuration error: {exc}", file=sys.stderr)
         return 2
-    from app.logs import setup_logging
+    from app.telemetry.logs import setup_logging
 
     setup_logging(config)
     COMMANDS[args.command][0](config)

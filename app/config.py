@@ -8,9 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app.errors import ConfigError
+from app.errors import DalcError
 
 DEFAULT_DATABASE_URL = "sqlite:///dalc.db"
+
+
+class ConfigError(DalcError):
+    """A setting is missing or malformed; the message names the variable."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,16 +9,16 @@ import sys
 import dramatiq
 
 from app import store
-from app.actors import declare_actors
-from app.broker import DeadLetterQueue, build_broker
 from app.config import Config
-from app.db import db, init_db, is_postgres, retire_connections
-from app.dispatch import BackgroundPublisher, Dispatcher
 from app.evaluator import Evaluator, Limits
-from app.group_insert import GroupInserter
-from app.notify import PostgresListener
+from app.queue.actors import declare_actors
+from app.queue.broker import DeadLetterQueue, build_broker
+from app.queue.dispatch import BackgroundPublisher, Dispatcher
+from app.queue.sweeper import Sweeper
 from app.store import FINAL_CHANNEL
-from app.sweeper import Sweeper
+from app.store.database import db, init_db, is_postgres, retire_connections
+from app.store.group_insert import GroupInserter
+from app.store.notify import PostgresListener
 from app.telemetry import tracing
 from app.telemetry.dramatiq_middleware import TracingMiddleware
 

@@ -1,8 +1,8 @@
 """The module the dramatiq CLI loads: `dramatiq app.worker`."""
 from app.config import Config
-from app.logs import setup_logging
 from app.runtime import build_runtime
 from app.telemetry import metrics, tracing
+from app.telemetry.logs import setup_logging
 from app.telemetry.metrics_middleware import WorkerMetricsMiddleware
 
 # The dramatiq CLI imports this module in every worker process (after fork); the broker must exist

@@ -14,7 +14,7 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from app.db import db
+from app.store.database import db
 
 PG_ADMIN_DSN = os.environ.get("DALC_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_HOST = os.environ.get("DALC_TEST_PG_HOST", "127.0.0.1:5432")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import EvaluationError
+from app.evaluator import EvaluationError
 
 try:  # tests/ is a plain directory today; keep working if it becomes a package
     from tests.test_evaluator_properties import agrees_with_python, evaluator, expressions, never_escapes, texts

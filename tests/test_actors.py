@@ -7,9 +7,9 @@ import peewee
 import pytest
 
 from app import store
-from app.actors import process_tasks
-from app.db import db, make_database
-from app.models import COMPLETED, FAILED, SCHEDULED
+from app.queue.actors import process_tasks
+from app.store.database import db, make_database
+from app.store.models import COMPLETED, FAILED, SCHEDULED
 from support import wait_until
 
 

@@ -1,4 +1,4 @@
-"""The /tasks API on real PostgreSQL and RabbitMQ, as ../shared/API.md specifies it."""
+"""The /tasks API on real PostgreSQL and RabbitMQ, as docs/api.md specifies it."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from app import store
-from app.db import db
+from app.store.database import db
 from support import wait_until
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import Config
-from app.errors import ConfigError
+from app.config import Config, ConfigError
 
 
 def test_defaults_are_the_embedded_shape_on_port_8080():

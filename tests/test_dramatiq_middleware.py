@@ -8,7 +8,7 @@ from dramatiq.middleware import Retries, SkipMessage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from app.dispatch import Dispatcher
+from app.queue.dispatch import Dispatcher
 from app.store import Claimed, Outcome
 from app.telemetry import tracing
 from app.telemetry.dramatiq_middleware import TRACE_CONTEXT, TracingMiddleware

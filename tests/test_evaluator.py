@@ -10,13 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import EvaluationError
-from app.evaluator import Evaluator, Limits
-
-try:  # pytest puts tests/ on the path; were tests/ a package, the module would be tests.*
-    from test_evaluator_table import CODES
-except ImportError:
-    from tests.test_evaluator_table import CODES
+from app.evaluator import CODES, EvaluationError, Evaluator, Limits
 
 FUNCTIONS = (
     "abs round min max sqrt exp log log2 log10 sin cos tan asin acos atan atan2 hypot floor ceil factorial gcd"
@@ -183,7 +177,7 @@ def test_the_result_digit_limit_is_configurable():
 
 # Run in a separate interpreter with warnings as errors: pytest replaces warning filters for each test.
 WARNED = """
-from app.errors import EvaluationError
+from app.evaluator import EvaluationError
 from app.evaluator import Evaluator
 print(Evaluator().evaluate("1if 1 else 2"))
 try:

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import EvaluationError
-from app.evaluator import Evaluator, Limits
+from app.evaluator import EvaluationError, Evaluator, Limits
 from app.evaluator.cost import Meter
 
 evaluator = Evaluator()

@@ -5,13 +5,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import EvaluationError
-from app.evaluator import Evaluator
+from app.evaluator import CODES, EvaluationError, Evaluator
 
 try:  # pytest puts tests/ on the path; were tests/ a package, the module would be tests.*
-    from test_evaluator_table import CODES, json_safe, python, same
+    from test_evaluator_table import json_safe, python, same
 except ImportError:
-    from tests.test_evaluator_table import CODES, json_safe, python, same
+    from tests.test_evaluator_table import json_safe, python, same
 
 # Moderate here; tests/fuzz_evaluator.py (`make fuzz`) runs the same checks with many more examples.
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,8 +6,7 @@ import threading
 
 import pytest
 
-from app.errors import EvaluationError
-from app.evaluator import Evaluator, Limits, syntax
+from app.evaluator import EvaluationError, Evaluator, Limits, syntax
 
 THREADS = 8
 PER_THREAD = 2_500

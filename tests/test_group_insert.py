@@ -6,10 +6,10 @@ import threading
 import pytest
 
 from app import store
-from app.db import db, make_database
-from app.errors import StoreUnavailable
-from app.group_insert import GroupInserter
-from app.models import utcnow
+from app.store.database import db, make_database
+from app.store.errors import StoreUnavailable
+from app.store.group_insert import GroupInserter
+from app.store.models import utcnow
 
 
 @pytest.fixture

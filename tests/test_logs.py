@@ -12,7 +12,7 @@ import sys
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from app.logs import JsonFormatter, OncePerInterval, TextFormatter
+from app.telemetry.logs import JsonFormatter, OncePerInterval, TextFormatter
 from support import ROOT, dalc_env
 
 
@@ -57,7 +57,7 @@ def test_exporter_complaints_are_let_through_once_per_interval_and_other_logs_un
 
 @pytest.mark.parametrize("terminal, expected", [(True, "text"), (False, "json")])
 def test_the_auto_format_is_text_on_a_terminal_and_json_elsewhere(terminal, expected):
-    script = "from app.config import Config; from app.logs import log_format; print(log_format(Config()))"
+    script = "from app.config import Config; from app.telemetry.logs import log_format; print(log_format(Config()))"
     primary, secondary = pty.openpty() if terminal else os.pipe()
     try:
         result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dalc_env(), stderr=secondary,

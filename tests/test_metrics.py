@@ -13,8 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.broker import build_broker
 from app.config import Config
+from app.queue.broker import build_broker
 from app.telemetry import metrics
 from conftest import RUN_ID, delete_queues
 from support import BIN, Process, dalc_env, free_port, wait_for_http, wait_until

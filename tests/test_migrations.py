@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from app import migrations
 from app.config import Config
-from app.db import db, init_db
+from app.store import migrations
+from app.store.database import db, init_db
 from conftest import RUN_ID, own_database
 
 

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 
 from app import store
-from app.db import db
-from app.models import CANCELLED, COMPLETED, FAILED, RUNNING, SCHEDULED, Task, utcnow
+from app.store.database import db
+from app.store.models import CANCELLED, COMPLETED, FAILED, RUNNING, SCHEDULED, Task, utcnow
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 import datetime as dt
 
 from app import create_app
-from app.db import db
-from app.models import Task
+from app.store.database import db
+from app.store.models import Task
 from support import BIN, Process, dalc_env, wait_until
 
 

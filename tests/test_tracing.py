@@ -19,7 +19,7 @@ import requests
 from opentelemetry import trace
 
 from app.config import Config
-from app.db import init_db
+from app.store.database import init_db
 from app.telemetry import tracing
 from conftest import RUN_ID, clean_tables, delete_queues
 from otlp_receiver import GrpcReceiver, HttpReceiver, recorded_spans
@@ -296,7 +296,7 @@ def run_probe(spans: int = 1, **otel: str) -> subprocess.CompletedProcess:
     """Run a process that starts dalc's tracing as a dalc process does, records spans and exits."""
     script = textwrap.dedent(f"""
         from app.config import Config
-        from app.logs import setup_logging
+        from app.telemetry.logs import setup_logging
         from app.telemetry import tracing
         setup_logging(Config(log_format="json"))
         assert tracing.setup_tracing("dalc-probe")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import ast
 import difflib
 
-from app.errors import EvaluationError
-
+from .errors import EvaluationError
 from .functions import CONSTANTS, FUNCTIONS
 from .limits import Limits
 from .messages import Source

@@ -4,11 +4,10 @@ from __future__ import annotations
 import sys
 import threading
 
-from app.errors import EvaluationError
-
 from .cache import ParseCache
 from .checker import check
 from .engine import Engine
+from .errors import EvaluationError
 from .limits import Limits
 from .syntax import parse
 

@@ -6,9 +6,8 @@ import math
 
 from simpleeval import SimpleEval
 
-from app.errors import EvaluationError
-
 from .cost import Meter, Refusal
+from .errors import EvaluationError
 from .functions import CONSTANTS, FUNCTIONS, TO_INTEGER, implementations
 from .limits import Limits
 from .messages import Source, show

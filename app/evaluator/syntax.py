@@ -6,8 +6,7 @@ import re
 import threading
 import warnings
 
-from app.errors import EvaluationError
-
+from .errors import EvaluationError
 from .messages import WHITESPACE, Source
 
 # CPython before 3.11.8 keeps the recursion bookkeeping of building AST objects (ast.parse, or compile

@@ -5,8 +5,8 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from app.config import Config
-from app.logs import setup_logging
 from app.telemetry import metrics
+from app.telemetry.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

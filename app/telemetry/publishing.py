@@ -59,7 +59,7 @@ def stored_contexts(ids: Sequence[int]) -> list | None:
     """Return, parallel to `ids`, the traces their tasks were created in (for a re-publish); None if untraced."""
     if not tracing.enabled():
         return None
-    from app.models import Task
+    from app.store.models import Task
 
     stored = dict(Task.select(Task.id, Task.trace_id).where(Task.id.in_(list(ids))).tuples())
     traces: dict[str, tracing.StoredTrace | None] = {}

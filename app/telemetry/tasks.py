@@ -9,7 +9,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from app.models import COMPLETED
+from app.store.models import COMPLETED
 from app.telemetry import metrics, tracing
 
 log = logging.getLogger("app.tasks")

@@ -9,10 +9,9 @@ import dramatiq
 
 from app import store
 from app.config import Config
-from app.db import UNAVAILABLE_ERRORS, db, discard_connections
-from app.errors import EvaluationError
-from app.evaluator import Evaluator
-from app.models import COMPLETED, FAILED
+from app.evaluator import EvaluationError, Evaluator
+from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
+from app.store.models import COMPLETED, FAILED
 from app.telemetry.tasks import Evaluations
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 
-from app.db import db, is_postgres
+from app.store.database import db, is_postgres
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from app.db import UNAVAILABLE_ERRORS, discard_connections
-from app.errors import StoreUnavailable
-from app.store import Row
+from app.store.database import UNAVAILABLE_ERRORS, discard_connections
+from app.store.errors import StoreUnavailable
+from app.store.tasks import Row
 
 
 class _Pending:

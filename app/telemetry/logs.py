@@ -107,5 +107,5 @@ def setup_logging(config: Config) -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
     # pika logs several ERROR lines for every failed connection attempt, each time it tries a broker URL;
-    # dalc says once, in its own words, what a broker outage means (app.dispatch, app.api.health, Dramatiq).
+    # dalc says once, in its own words, what a broker outage means (app.queue.dispatch, app.web.health, Dramatiq).
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 import peewee
 
-from app.db import db, is_postgres, write_transaction
-from app.models import (
+from app.store.database import db, is_postgres, write_transaction
+from app.store.errors import IdempotencyConflict
+from app.store.models import (
     CANCELLED,
     FAILED,
     OPEN_STATUSES,
@@ -18,16 +19,12 @@ from app.models import (
     Task,
     utcnow,
 )
-from app.notify import final_events
+from app.store.notify import final_events
 
 # Where a worker tells web processes that tasks became final (PostgreSQL LISTEN/NOTIFY).
 FINAL_CHANNEL = "dalc_task_final"
 # pg_notify payloads are limited to 8000 bytes; ids are short, so this many fit with room to spare.
 _NOTIFY_IDS_PER_PAYLOAD = 500
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different body."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ import logging
 
 from flask import Blueprint, current_app
 
-from app.db import UNAVAILABLE_ERRORS, db
+from app.store.database import UNAVAILABLE_ERRORS, db
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 
 import peewee
 
-from app.db import db
+from app.store.database import db
 
 SCHEDULED = "SCHEDULED"
 RUNNING = "RUNNING"

@@ -6,10 +6,10 @@ import logging
 import threading
 
 from app import store
-from app.broker import DeadLetterQueue
-from app.db import UNAVAILABLE_ERRORS, db, discard_connections
-from app.dispatch import Dispatcher
-from app.models import utcnow
+from app.queue.broker import DeadLetterQueue
+from app.queue.dispatch import Dispatcher
+from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
+from app.store.models import utcnow
 from app.telemetry.publishing import stored_contexts
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,12 @@ import time
 from flask import Blueprint, current_app, request, url_for
 
 from app import store
-from app.db import db
-from app.errors import ProblemError
-from app.models import STATUSES, Task
-from app.notify import final_events
+from app.store.database import db
+from app.store.models import STATUSES, Task
+from app.store.notify import final_events
 from app.telemetry import tasks as task_events
 from app.telemetry import tracing
+from app.web.problems import ProblemError
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks")
 

@@ -1,0 +1,1 @@
+"""The queue: the Dramatiq broker, publishing task ids, the actor that evaluates them, and the sweeper."""

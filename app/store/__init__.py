@@ -1,0 +1,27 @@
+"""The task store: the database, its models and migrations, and every SQL statement dalc runs.
+
+The package answers for its task operations (`app.store.tasks`), so callers write `store.get_task(...)`.
+"""
+from app.store.errors import IdempotencyConflict, StoreUnavailable
+from app.store.tasks import (
+    FINAL_CHANNEL,
+    Claimed,
+    Idempotency,
+    Outcome,
+    cancel_task,
+    claim,
+    create_tasks,
+    due_for_republish,
+    fail_open_tasks,
+    finish,
+    get_task,
+    get_tasks,
+    insert_rows,
+    list_tasks,
+)
+
+__all__ = [
+    "FINAL_CHANNEL", "Claimed", "Idempotency", "IdempotencyConflict", "Outcome", "StoreUnavailable",
+    "cancel_task", "claim", "create_tasks", "due_for_republish", "fail_open_tasks", "finish", "get_task",
+    "get_tasks", "insert_rows", "list_tasks",
+]
