@@ -38,7 +38,7 @@ fuzz: $(STAMP)
 
 ## chaos: the full fault-injection suite against real processes (private PostgreSQL and RabbitMQ)
 chaos: $(STAMP)
-	$(BIN)/python tests/chaos.py
+	$(BIN)/python tests/harness/chaos.py
 
 ## clean: remove .venv, caches and the embedded database
 clean:

@@ -1,69 +1,14 @@
-"""Shared fixtures: real PostgreSQL and RabbitMQ, isolated per run (database) and per test (queue)."""
+"""Fixtures: real PostgreSQL and RabbitMQ, isolated per run (database) and per test (queue)."""
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import uuid
-from collections.abc import Iterator
 
 import dramatiq
-import pika
-import psycopg2
 import pytest
 
 from app import create_app
 from app.config import Config
-from app.store.database import db
-
-PG_ADMIN_DSN = os.environ.get("DALC_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_HOST = os.environ.get("DALC_TEST_PG_HOST", "127.0.0.1:5432")
-AMQP_URL = os.environ.get("DALC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-RUN_ID = uuid.uuid4().hex[:8]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Fail under CI=true, skip elsewhere, when a service the test needs is not there."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: a missing service fails the run)")
-    pytest.skip(message)
-
-
-def _admin(sql: str) -> None:
-    # A new connection each time: a test may have restarted the server since the last one.
-    connection = psycopg2.connect(PG_ADMIN_DSN)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        connection.close()
-
-
-@contextlib.contextmanager
-def own_database(name: str) -> Iterator[str]:
-    """Create database `name` on the machine's PostgreSQL for the block; drop it afterwards, whatever it holds."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@{PG_HOST}/{name}"
-    finally:
-        if db.obj is not None and hasattr(db.obj, "close_all"):
-            db.obj.close_all()
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from support import AMQP_URL, RUN_ID, clean_tables, delete_queues, own_database, require_service
 
 
 @pytest.fixture(scope="session")
@@ -85,23 +30,6 @@ def queue_name(amqp_url):
     name = f"dalc-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
     yield name
     delete_queues(amqp_url, name)
-
-
-def delete_queues(amqp_url: str, name: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-            channel.queue_delete(queue=queue)
-    finally:
-        connection.close()
-
-
-def clean_tables() -> None:
-    with db.connection_context():
-        if db.table_exists("task"):
-            db.execute_sql("DELETE FROM idempotency_key")
-            db.execute_sql("DELETE FROM task")
 
 
 @pytest.fixture

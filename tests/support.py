@@ -1,18 +1,98 @@
-"""Helpers for tests that start dalc's real processes and talk to them over HTTP."""
+"""The tests' one support module: the services they need, their own databases and queues, real processes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pika
+import psycopg2
+import pytest
 import requests
+from dramatiq.common import dq_name, xq_name
+
+from app.store.database import db
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
+
+
+PG_ADMIN_DSN = os.environ.get("DALC_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_HOST = os.environ.get("DALC_TEST_PG_HOST", "127.0.0.1:5432")
+AMQP_URL = os.environ.get("DALC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+RUN_ID = uuid.uuid4().hex[:8]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require(available: bool, message: str) -> None:
+    """The one rule for a test whose service or tool is missing: fail under CI=true, skip elsewhere."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Require a service listening at host:port."""
+    require(_reachable(host, port), f"{name} is not reachable at {host}:{port}")
+
+
+def _admin(sql: str) -> None:
+    # A new connection each time: a test may have restarted the server since the last one.
+    connection = psycopg2.connect(PG_ADMIN_DSN)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def own_database(name: str) -> Iterator[str]:
+    """Create database `name` on the machine's PostgreSQL for the block; drop it afterwards, whatever it holds."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@{PG_HOST}/{name}"
+    finally:
+        if db.obj is not None and hasattr(db.obj, "close_all"):
+            db.obj.close_all()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def delete_queues(amqp_url: str, name: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in (name, dq_name(name), xq_name(name)):
+            channel.queue_delete(queue=queue)
+    finally:
+        connection.close()
+
+
+def clean_tables() -> None:
+    with db.connection_context():
+        if db.table_exists("task"):
+            db.execute_sql("DELETE FROM idempotency_key")
+            db.execute_sql("DELETE FROM task")
 
 
 def free_port() -> int:

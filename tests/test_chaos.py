@@ -1,17 +1,14 @@
 """The fault-injection suite in its bounded form: every accepted task survives every fault."""
 from __future__ import annotations
 
-import pytest
-
-from chaos import CI, run_suite
-from conftest import IN_CI
-from private_services import postgres_available, rabbitmq_available
+from harness.chaos import CI, run_suite
+from harness.private_services import postgres_available, rabbitmq_available
+from support import require
 
 
 def test_no_accepted_task_is_lost_or_wrong_under_any_fault(tmp_path):
     if not (rabbitmq_available() and postgres_available()):
-        message = "RabbitMQ and PostgreSQL binaries are needed to start private instances"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+        require(False, "RabbitMQ and PostgreSQL binaries are needed to start private instances")
     lines = []
     rows, changed = run_suite(tmp_path, CI, out=lines.append)
     table = "\n".join(lines)

@@ -22,9 +22,8 @@ import psycopg2
 import pytest
 import requests
 
-from conftest import RUN_ID, own_database
-from private_services import RabbitCluster, rabbitmq_available, require
-from support import BIN, Process, dalc_env, free_port, wait_for_http
+from harness.private_services import RabbitCluster, rabbitmq_available, require_binaries
+from support import BIN, RUN_ID, Process, dalc_env, free_port, own_database, wait_for_http
 
 pytestmark = pytest.mark.chaos
 
@@ -44,7 +43,7 @@ def database():
 
 @pytest.fixture
 def cluster():
-    require(rabbitmq_available(), "RabbitMQ")
+    require_binaries(rabbitmq_available(), "RabbitMQ")
     started = time.monotonic()
     cluster = RabbitCluster(3)
     try:

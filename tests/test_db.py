@@ -7,16 +7,13 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from conftest import IN_CI
-from private_services import PrivatePostgres, postgres_available
-from support import wait_until
+from harness.private_services import PrivatePostgres, postgres_available
+from support import require, wait_until
 
 
 @pytest.fixture
 def private_pg():
-    if not postgres_available():
-        message = "PostgreSQL binaries are needed to start a private server"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+    require(postgres_available(), "PostgreSQL binaries are needed to start a private server")
     with PrivatePostgres() as pg:  # started by `with`
         yield pg
 

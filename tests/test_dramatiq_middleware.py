@@ -13,7 +13,7 @@ from app.store import Claimed, Outcome
 from app.telemetry import tracing
 from app.telemetry.dramatiq_middleware import TRACE_CONTEXT, TracingMiddleware
 from app.telemetry.tasks import Evaluations
-from otlp_receiver import recorded_spans
+from harness.otlp_receiver import recorded_spans
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helm_support import (
+from harness.helm_support import (
     CHART,
     CI_VALUES,
     KIND_VALUES,

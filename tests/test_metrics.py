@@ -16,8 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Config
 from app.queue.broker import build_broker
 from app.telemetry import metrics
-from conftest import RUN_ID, delete_queues
-from support import BIN, Process, dalc_env, free_port, wait_for_http, wait_until
+from support import BIN, RUN_ID, Process, dalc_env, delete_queues, free_port, wait_for_http, wait_until
 
 
 def samples_of(page: str) -> dict[tuple, float]:

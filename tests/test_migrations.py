@@ -8,7 +8,7 @@ import pytest
 from app.config import Config
 from app.store import migrations
 from app.store.database import db, init_db
-from conftest import RUN_ID, own_database
+from support import RUN_ID, own_database
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import pika
 import psycopg2
 import pytest
 
-from private_services import (
+from harness.private_services import (
     PrivatePostgres,
     RabbitNode,
     epmd_names,
     postgres_available,
     rabbitmq_available,
     reap_orphans,
-    require,
+    require_binaries,
 )
 
 
@@ -47,7 +47,7 @@ def processes_mentioning(text: str) -> str:
 
 
 def test_a_private_rabbitmq_node_keeps_confirmed_messages_through_a_stop_and_a_kill_and_leaves_nothing():
-    require(rabbitmq_available(), "RabbitMQ")
+    require_binaries(rabbitmq_available(), "RabbitMQ")
     node = RabbitNode()
     try:
         node.start()
@@ -90,7 +90,7 @@ def insert(url: str, note: str) -> None:
 
 
 def test_a_private_postgres_keeps_committed_rows_through_a_restart_and_a_kill_and_leaves_nothing():
-    require(postgres_available(), "PostgreSQL 15")
+    require_binaries(postgres_available(), "PostgreSQL 15")
     pg = PrivatePostgres()
     try:
         pg.start()
@@ -116,7 +116,7 @@ def test_a_private_postgres_keeps_committed_rows_through_a_restart_and_a_kill_an
 ORPHAN = """
 import sys, time
 sys.path[:0] = [sys.argv[1]]
-from private_services import PrivatePostgres
+from harness.private_services import PrivatePostgres
 pg = PrivatePostgres().start()
 print(pg.dir, pg.postmaster_pid, flush=True)
 time.sleep(120)
@@ -124,7 +124,7 @@ time.sleep(120)
 
 
 def test_a_server_whose_test_process_died_without_cleaning_up_is_reaped():
-    require(postgres_available(), "PostgreSQL 15")
+    require_binaries(postgres_available(), "PostgreSQL 15")
     owner = subprocess.Popen([sys.executable, "-c", ORPHAN, str(Path(__file__).parent)], stdout=subprocess.PIPE,
                              text=True)
     try:

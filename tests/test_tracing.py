@@ -21,9 +21,8 @@ from opentelemetry import trace
 from app.config import Config
 from app.store.database import init_db
 from app.telemetry import tracing
-from conftest import RUN_ID, clean_tables, delete_queues
-from otlp_receiver import GrpcReceiver, HttpReceiver, recorded_spans
-from support import BIN, ROOT, Process, dalc_env, free_port, wait_for_http
+from harness.otlp_receiver import GrpcReceiver, HttpReceiver, recorded_spans
+from support import BIN, ROOT, RUN_ID, Process, clean_tables, dalc_env, delete_queues, free_port, wait_for_http
 
 
 def traced_env(receiver_endpoint: str, **settings: str) -> dict[str, str]:

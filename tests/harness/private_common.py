@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from support import require
 
 RUN_TAG = f"dalc-p{os.getpid()}"  # in every node name and folder of this process, for reap_orphans()
 TMP = Path(tempfile.gettempdir())
@@ -26,14 +26,9 @@ class ServiceError(RuntimeError):
     """A private service did not start, stop or answer in time."""
 
 
-def require(available: bool, what: str) -> None:
-    """Fail under CI=true, skip elsewhere, when the machine lacks a service's binaries (as conftest does)."""
-    if available:
-        return
-    message = f"{what} binaries (and root, to run them as their own user) are not on this machine"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message + " (CI=true: a missing service fails the run)")
-    pytest.skip(message)
+def require_binaries(available: bool, what: str) -> None:
+    """Require a service's binaries, to start private instances of it."""
+    require(available, f"{what} binaries (and root, to run them as their own user) are not on this machine")
 
 
 def has_user(name: str) -> bool:

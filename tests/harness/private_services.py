@@ -18,7 +18,7 @@ RabbitCluster(size=3)     .nodes .amqp_urls  start(timeout) running_nodes() stop
 PrivatePostgres()         .port .dir .data .postmaster_pid .running  url(dbname) create_database(name)
                           start(timeout) stop(mode, timeout) restart(timeout) kill() log_tail() cleanup()
 epmd_names()              the short names of the Erlang nodes epmd knows
-require(available, what)  skip a test (fail it under CI=true) when rabbitmq_available() or
+require_binaries(available, what)  skip a test (fail it under CI=true) when rabbitmq_available() or
                           postgres_available() says the machine cannot run them
 
 Each instance runs the machine's binaries as the service's own user (rabbitmq, postgres), on free ports
@@ -30,13 +30,13 @@ also kills what a test process that died without cleaning up left behind. epmd i
 machine's RabbitMQ and is never touched: a node whose process ended is gone from it. Every wait is
 bounded and fails with a ServiceError that ends with the instance's log.
 """
-from private_common import ServiceError, reap_orphans, require
-from private_postgres import PrivatePostgres, postgres_available
-from private_rabbitmq import RabbitCluster, RabbitNode, epmd_names, rabbitmq_available
+from harness.private_common import ServiceError, reap_orphans, require_binaries
+from harness.private_postgres import PrivatePostgres, postgres_available
+from harness.private_rabbitmq import RabbitCluster, RabbitNode, epmd_names, rabbitmq_available
 
 __all__ = [
     "PrivatePostgres", "RabbitCluster", "RabbitNode", "ServiceError",
-    "epmd_names", "postgres_available", "rabbitmq_available", "reap_orphans", "require",
+    "epmd_names", "postgres_available", "rabbitmq_available", "reap_orphans", "require_binaries",
 ]
 
 reap_orphans()

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import require
+
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "dalc"
 SUBCHARTS = sorted(path for path in (CHART / "charts").iterdir() if (path / "Chart.yaml").is_file())
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -39,11 +40,7 @@ def _locate_helm() -> tuple[str | None, str]:
 def helm_binary() -> str:
     """Return the helm binary; without one, fail under CI=true and skip elsewhere."""
     path, why = _locate_helm()
-    if path is None:
-        message = f"helm is not available: {why}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require(path is not None, f"helm is not available: {why}")
     return path
 
 

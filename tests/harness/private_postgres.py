@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 
-from private_common import Service, alive, group_alive, has_user, private_dir, run_as, tail, wait_for
+from harness.private_common import Service, alive, group_alive, has_user, private_dir, run_as, tail, wait_for
 from support import free_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -12,7 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from private_common import RUN_TAG, Service, ServiceError, has_user, private_dir, run_as, tail, wait_for
+from harness.private_common import RUN_TAG, Service, ServiceError, has_user, private_dir, run_as, tail, wait_for
 from support import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")

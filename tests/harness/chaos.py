@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from private_services import PrivatePostgres, RabbitNode  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support and harness
+from harness.private_services import PrivatePostgres, RabbitNode  # noqa: E402
 from support import Process, dalc_env, free_port, wait_for_http  # noqa: E402
 
 
