@@ -96,8 +96,21 @@ def test_the_validator_rejects_an_unknown_field():
 
 def test_worker_runs_the_dramatiq_cli_on_the_app_worker_module():
     worker = containers(one(render(), "Deployment", "dalc-worker"))[0]
-    assert worker["command"] == ["dramatiq", "app.worker", "--processes", "1", "--threads", "8"]
+    assert worker["command"] == ["dramatiq", "app.worker", "--processes", "1", "--threads", "8",
+                                 "--worker-shutdown-timeout", "30000"]
     assert env_of(worker)["OTEL_SERVICE_NAME"]["value"] == "dalc-worker"
+
+
+def test_a_sigtermed_worker_hands_back_its_tasks_before_the_kubelet_kills_it():
+    objects = render(settings=("worker.shutdownSeconds=5", "worker.terminationGracePeriodSeconds=20"))
+    worker = one(objects, "Deployment", "dalc-worker")
+    command = containers(worker)[0]["command"]
+    assert command[command.index("--worker-shutdown-timeout") + 1] == "5000"
+    assert pod_spec(worker)["terminationGracePeriodSeconds"] == 20
+    assert one(objects, "ConfigMap", "dalc")["data"]["DALC_WORKER_SHUTDOWN_SECONDS"] == "5"
+    done = run_helm(*template_args(settings=("worker.shutdownSeconds=60",)), check=False)
+    assert done.returncode != 0
+    assert "worker.shutdownSeconds must be less than worker.terminationGracePeriodSeconds" in done.stderr
 
 
 def test_worker_metrics_port_is_probed_scraped_and_switchable():

@@ -131,6 +131,17 @@ which does not exist before the release does.
 {{- end }}
 
 {{/*
+Milliseconds a SIGTERMed worker gives the tasks in hand (dramatiq's --worker-shutdown-timeout): it
+must end before the kubelet's SIGKILL at terminationGracePeriodSeconds.
+*/}}
+{{- define "dalc.worker.shutdownMilliseconds" -}}
+{{- if ge (int .Values.worker.shutdownSeconds) (int .Values.worker.terminationGracePeriodSeconds) }}
+{{- fail "worker.shutdownSeconds must be less than worker.terminationGracePeriodSeconds" }}
+{{- end }}
+{{- mul (int .Values.worker.shutdownSeconds) 1000 }}
+{{- end }}
+
+{{/*
 Pod annotations of a dalc component: checksums that roll the pods when their configuration or
 credentials change, scrape annotations when the component serves metrics, and podAnnotations.
 Takes a dict: root, metricsPort (empty when the component serves no metrics).
