@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -308,3 +309,10 @@ def run_probe(spans: int = 1, **otel: str) -> subprocess.CompletedProcess:
     env.update(OTEL_BSP_SCHEDULE_DELAY="50", **otel)
     return subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
+
+
+def test_the_stable_conventions_are_asked_for_once_keeping_what_the_user_set(monkeypatch):
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup, gen_ai_latest_experimental")
+    tracing.opt_in_to_stable_conventions()
+    tracing.opt_in_to_stable_conventions()
+    assert os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http/dup,gen_ai_latest_experimental,database"

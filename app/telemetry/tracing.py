@@ -18,8 +18,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 TRACER_NAME = "dalc"
-# Have the psycopg2 instrumentation emit the stable database conventions (db.system.name, db.query.text).
-SEMCONV_OPT_IN = "database"
+# Have the Flask and psycopg2 instrumentations emit the stable HTTP and database conventions
+# (http.request.method, http.route, db.system.name, db.query.text, ...).
+SEMCONV_OPT_IN = ("http", "database")
+# Probes and scrapes would drown the traces people look for (patterns on the request's full URL).
+UNTRACED_URLS = r"//[^/]+/(healthz|readyz|metrics)(\?|$)"
 # A process that stops waits at most this long for its last spans to leave, collector or not.
 SHUTDOWN_SECONDS = 5.0
 
@@ -27,8 +30,9 @@ SHUTDOWN_SECONDS = 5.0
 # other traces that shared the message (see TracingMiddleware).
 TASK_PARENTS = otel_context.create_key("dalc.task_parents")
 
-_provider = None
+_provider = None  # the process's own SDK, once setup_tracing started it
 _tracer: trace.Tracer | None = None
+_tracer_provider = None  # what _tracer comes from: _provider, or a test's (see using)
 _shut_down = False
 # Set while a span must become a root in a trace that already exists (see StoredTrace).
 _forced_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("dalc_forced_trace_id", default=None)
@@ -68,7 +72,7 @@ def setup_tracing(service_name: str) -> bool:
         return True
     if not tracing_requested():
         return False
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", SEMCONV_OPT_IN)
+    opt_in_to_stable_conventions()
     from opentelemetry.instrumentation.psycopg2 import Psycopg2Instrumentor
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -127,13 +131,35 @@ def root_in(trace_id: int) -> Iterator[None]:
         _forced_trace_id.reset(token)
 
 
+def opt_in_to_stable_conventions() -> None:
+    """Ask the instrumentations for the stable HTTP and database conventions, once for the process.
+
+    opentelemetry-instrumentation reads OTEL_SEMCONV_STABILITY_OPT_IN the first time any instrumentor
+    asks and never again, so this runs before dalc's first instrumentation, whichever it is.
+    """
+    wanted = [v.strip() for v in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "").split(",") if v.strip()]
+    for signal in SEMCONV_OPT_IN:
+        if signal not in wanted and f"{signal}/dup" not in wanted:
+            wanted.append(signal)
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = ",".join(wanted)
+
+
 def instrument_app(app) -> None:
-    """Give each HTTP request a SERVER span, if tracing is on."""
+    """Give each HTTP request a SERVER span (opentelemetry-instrumentation-flask), if tracing is on.
+
+    It continues a caller's W3C trace context and leaves the probes and the metrics scrape untraced.
+    Its HTTP metrics are not wanted (dalc's own are in app.telemetry.metrics), nor its sqlcommenter hook.
+    """
     if _tracer is None:
         return
-    from app.telemetry import http_server
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.metrics import NoOpMeterProvider
 
-    http_server.instrument(app, _tracer)
+    opt_in_to_stable_conventions()
+    FlaskInstrumentor.instrument_app(
+        app, tracer_provider=_tracer_provider, meter_provider=NoOpMeterProvider(), excluded_urls=UNTRACED_URLS,
+        enable_commenter=False,
+    )
 
 
 def shutdown(timeout: float = SHUTDOWN_SECONDS) -> None:
@@ -150,18 +176,19 @@ def shutdown(timeout: float = SHUTDOWN_SECONDS) -> None:
 @contextlib.contextmanager
 def using(provider) -> Iterator[None]:
     """Record dalc's own spans with `provider` inside the block, without touching the global SDK (tests)."""
-    global _tracer
-    previous = _tracer
+    global _tracer, _tracer_provider
+    previous = _tracer, _tracer_provider
     _use(provider)
     try:
         yield
     finally:
-        _tracer = previous
+        _tracer, _tracer_provider = previous
 
 
 def _use(provider) -> None:
-    global _tracer
+    global _tracer, _tracer_provider
     _tracer = trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+    _tracer_provider = provider
 
 
 def _resource(service_name: str):
