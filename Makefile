@@ -23,9 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## lint: check style with ruff
+## lint: check style with ruff, and the layers of app/ with import-linter (contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check app tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 ## bench: measure throughput and latency of the production shape on the real services
 bench: $(STAMP)

@@ -55,6 +55,10 @@ class Runtime:
         self.sweeper.sweep_once(older_than=_far_future())
         self.sweeper.start_thread()
 
+    def finals_pushed(self) -> bool:
+        """Tell whether this process hears at once of tasks becoming final (else a waiter must poll)."""
+        return self.config.embedded_broker or (self.listener is not None and self.listener.connected.is_set())
+
     def start_listener(self) -> None:
         """Listen for final tasks on PostgreSQL so `?wait=` answers the moment a worker finishes."""
         if not is_postgres():

@@ -4,6 +4,7 @@ from app.runtime import build_runtime
 from app.telemetry import metrics, tracing
 from app.telemetry.logs import setup_logging
 from app.telemetry.metrics_middleware import WorkerMetricsMiddleware
+from app.worker_metrics import serve as serve_metrics
 
 # The dramatiq CLI imports this module in every worker process (after fork); the broker must exist
 # before the actor. Metrics first: prometheus-client picks its multiprocess mode when first used.
@@ -12,5 +13,5 @@ config = Config.from_env()
 setup_logging(config)
 tracing.setup_tracing("dalc-worker")  # before build_runtime: it instruments the connections made from here on
 runtime = build_runtime(config)
-runtime.broker.add_middleware(WorkerMetricsMiddleware(port=config.worker_metrics_port))
+runtime.broker.add_middleware(WorkerMetricsMiddleware(port=config.worker_metrics_port, serve=serve_metrics))
 broker = runtime.broker

@@ -8,10 +8,8 @@ from .errors import EvaluationError
 from .functions import CONSTANTS, FUNCTIONS
 from .limits import Limits
 from .messages import Source
+from .operators import BINARY, COMPARISONS, UNARY
 
-BINARY = frozenset({ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow})
-UNARY = frozenset({ast.USub, ast.UAdd, ast.Not})
-COMPARISONS = frozenset({ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE})
 NUMBERS = frozenset({int, float, bool})
 
 OUTSIDE = "; the language has numbers, arithmetic, comparisons, and/or/not, if/else and its functions"

@@ -8,11 +8,13 @@ import operator
 from . import cost
 from .cost import SMALL_BITS, Meter
 
-SYMBOLS = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
-    ast.Pow: "**", ast.USub: "-", ast.UAdd: "+", ast.Not: "not",
-    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+# The language's operators and how each is written: the checker admits these, Arithmetic applies them.
+BINARY = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
 }
+UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not"}
+COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+SYMBOLS = {**BINARY, **UNARY, **COMPARISONS}
 
 
 class ComplexResult(ValueError):

@@ -11,7 +11,7 @@ from app import store
 from app.config import Config
 from app.evaluator import EvaluationError, Evaluator
 from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
-from app.store.models import COMPLETED, FAILED
+from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED
 from app.telemetry.tasks import Evaluations
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: i
 def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:
     if task.attempts > max_attempts:
         return store.Outcome(
-            task.id, FAILED, error_code="retries_exhausted",
+            task.id, FAILED, error_code=RETRIES_EXHAUSTED,
             error_message=f"The task was tried {max_attempts} times without finishing; submit it again.",
         )
     try:

@@ -9,7 +9,7 @@ import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import xq_name
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
 
 from app.config import Config
@@ -52,6 +52,34 @@ class DalcRabbitmqBroker(RabbitmqBroker):
             durable=True,
             arguments={"x-message-ttl": DEAD_MESSAGE_TTL, "x-queue-type": "quorum"},
         )
+
+
+def reachable(broker: dramatiq.Broker) -> bool:
+    """Tell whether the broker's connection answers (readiness); the in-process broker always does."""
+    if getattr(type(broker), "connection", None) is None:
+        return True
+    try:
+        broker.connection.process_data_events(time_limit=0)
+        return True
+    except Exception as exc:  # pika raises many unrelated types for one dead socket
+        log.warning("readiness: broker unreachable: %s", exc)
+        del broker.connection  # the next probe connects afresh
+        return False
+
+
+def queue_names(queue_name: str) -> tuple[str, str, str]:
+    """Return dalc's queue, its delay queue and its dead-letter queue, named as Dramatiq names them."""
+    return queue_name, dq_name(queue_name), xq_name(queue_name)
+
+
+def queue_depths(broker_url: str, queue_name: str) -> dict[str, int]:
+    """Ask RabbitMQ how many messages are ready in each of dalc's queues (the first node of a cluster)."""
+    connection = pika.BlockingConnection(pika.URLParameters(_with_pika_defaults(broker_url.split(";")[0])))
+    try:
+        channel = connection.channel()
+        return {q: channel.queue_declare(queue=q, passive=True).method.message_count for q in queue_names(queue_name)}
+    finally:
+        connection.close()
 
 
 def _with_pika_defaults(url: str) -> str:

@@ -9,13 +9,12 @@ from app import store
 from app.queue.broker import DeadLetterQueue
 from app.queue.dispatch import Dispatcher
 from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
-from app.store.models import utcnow
+from app.store.models import RETRIES_EXHAUSTED, utcnow
 from app.telemetry.publishing import stored_contexts
 
 log = logging.getLogger(__name__)
 
 BATCH = 1_000
-RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 class Sweeper:
@@ -45,7 +44,8 @@ class Sweeper:
                 if not due:
                     return published
                 ids = [task_id for task_id, _count in due]
-                left = self.dispatcher.publish(ids, stored_contexts(ids))  # back into each task's trace
+                # Back into each task's trace.
+                left = self.dispatcher.publish(ids, stored_contexts(ids, store.trace_ids))
                 published += len(ids) - len(left)
                 log.info("sweeper published %d overdue task(s) again", len(ids) - len(left))
                 if left:

@@ -18,10 +18,12 @@ from app.store.tasks import (
     get_tasks,
     insert_rows,
     list_tasks,
+    trace_ids,
+    wait_for_final,
 )
 
 __all__ = [
     "FINAL_CHANNEL", "Claimed", "Idempotency", "IdempotencyConflict", "Outcome", "StoreUnavailable",
     "cancel_task", "claim", "create_tasks", "due_for_republish", "fail_open_tasks", "finish", "get_task",
-    "get_tasks", "insert_rows", "list_tasks",
+    "get_tasks", "insert_rows", "list_tasks", "trace_ids", "wait_for_final",
 ]

@@ -1,6 +1,7 @@
 """The database: one Peewee proxy, configured from DALC_DATABASE_URL, with pooled connections."""
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 import peewee
@@ -8,6 +9,8 @@ from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from app.config import Config
+
+log = logging.getLogger(__name__)
 
 db = peewee.DatabaseProxy()
 
@@ -22,6 +25,10 @@ class PooledPostgres(PooledPostgresqlDatabase):
     serialises every request of a process behind a round trip. Instead, the first query that finds
     the server gone starts a new generation (discard_connections): every connection opened before
     it is dropped at its next checkout or request (refresh_connection) rather than failing in turn.
+
+    Peewee's pool has no public hook for this, so it overrides the pool's private `_connect`,
+    `_is_closed` and `_close_raw`: setup.cfg pins Peewee to the 4.5 series these were written and tested
+    against (tests/test_db.py exercises them), to be checked again before widening the range.
     """
 
     def __init__(self, *args, **kwargs):
@@ -113,6 +120,16 @@ def write_transaction():
     if isinstance(db.obj, peewee.SqliteDatabase):
         return db.atomic("IMMEDIATE")
     return db.atomic()
+
+
+def reachable() -> bool:
+    """Tell whether the database answers a trivial query (readiness)."""
+    try:
+        db.execute_sql("SELECT 1").fetchone()
+        return True
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("readiness: database unreachable: %s", exc)
+        return False
 
 
 def is_postgres() -> bool:

@@ -16,6 +16,10 @@ CANCELLED = "CANCELLED"
 STATUSES = (SCHEDULED, RUNNING, COMPLETED, FAILED, CANCELLED)
 FINAL_STATUSES = frozenset((COMPLETED, FAILED, CANCELLED))
 OPEN_STATUSES = (SCHEDULED, RUNNING)
+# What every new task starts as: the model's defaults, the INSERT and the answer to POST all take it from here.
+NEW_TASK = {"status": SCHEDULED, "attempts": 0, "publish_count": 1}
+# The error code of a task whose tries ran out (claimed too often, or its message dead-lettered).
+RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 def utcnow() -> dt.datetime:
@@ -34,7 +38,7 @@ class Task(BaseModel):
 
     id = peewee.BigAutoField()
     expression = peewee.TextField()
-    status = peewee.CharField(max_length=16, default=SCHEDULED)
+    status = peewee.CharField(max_length=16, default=NEW_TASK["status"])
     # The JSON text of the value, so integers of any size stay exact.
     result = peewee.TextField(null=True)
     error_code = peewee.CharField(max_length=64, null=True)
@@ -42,10 +46,10 @@ class Task(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     started_at = peewee.DateTimeField(null=True)
     finished_at = peewee.DateTimeField(null=True)
-    attempts = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=NEW_TASK["attempts"])
     # When the task was last handed to the broker, and how often; the sweeper reads these.
     published_at = peewee.DateTimeField(default=utcnow)
-    publish_count = peewee.IntegerField(default=1)
+    publish_count = peewee.IntegerField(default=NEW_TASK["publish_count"])
     trace_id = peewee.CharField(max_length=32, null=True)
 
     class Meta:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import peewee
@@ -12,9 +13,9 @@ from app.store.errors import IdempotencyConflict
 from app.store.models import (
     CANCELLED,
     FAILED,
+    NEW_TASK,
     OPEN_STATUSES,
     RUNNING,
-    SCHEDULED,
     IdempotencyKey,
     Task,
     utcnow,
@@ -97,11 +98,14 @@ def create_tasks(
                 raise
             return earlier, False
     tasks = [
-        Task(id=task_id, expression=e, status=SCHEDULED, created_at=now, published_at=now, trace_id=trace_id,
-             attempts=0, publish_count=1)
+        Task(id=task_id, expression=e, created_at=now, published_at=now, trace_id=trace_id, **NEW_TASK)
         for task_id, e in zip(ids, expressions, strict=True)
     ]
     return tasks, True
+
+
+_NEW_TASK_COLUMNS = ", ".join(NEW_TASK)
+_NEW_TASK_VALUES = ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in NEW_TASK.values())
 
 
 def insert_rows(rows: Sequence[Row]) -> list[int]:
@@ -109,9 +113,9 @@ def insert_rows(rows: Sequence[Row]) -> list[int]:
     # Written as SQL rather than Task.insert_many: building the query costs Peewee about 0.5 ms
     # for one row and grows with every row, and this is the hottest statement of the web.
     p = db.param
-    row = f"({p}, '{SCHEDULED}', {p}, {p}, {p}, 0, 1)"
+    row = f"({p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
     sql = (
-        "INSERT INTO task (expression, status, created_at, published_at, trace_id, attempts, publish_count) "
+        f"INSERT INTO task (expression, created_at, published_at, trace_id, {_NEW_TASK_COLUMNS}) "
         f"VALUES {', '.join([row] * len(rows))} RETURNING id"
     )
     params: list = []
@@ -145,6 +149,31 @@ def get_task(task_id: int) -> Task | None:
     """Return the task with this id, or None."""
     found = _select_tasks(f"id = {db.param}", [task_id])
     return found[0] if found else None
+
+
+def wait_for_final(task_id: int, timeout: float, *, pushed: bool) -> Task | None:
+    """Return the task once it is final or `timeout` seconds passed, reading the database only when woken.
+
+    `pushed`: this process hears of final tasks (LISTEN/NOTIFY, or in-process workers); if not, poll.
+    """
+    recheck = 1.0 if pushed else 0.2
+    deadline = time.monotonic() + timeout
+    with final_events.waiting_for(task_id) as event:
+        while True:
+            task = get_task(task_id)
+            remaining = deadline - time.monotonic()
+            if task is None or task.is_final or remaining <= 0:
+                return task
+            db.close()  # hold no pooled connection while idle
+            event.wait(min(remaining, recheck))
+            event.clear()
+
+
+def trace_ids(ids: Sequence[int]) -> dict[int, str | None]:
+    """Return the trace id each task was created in, by task id."""
+    p = db.param
+    sql = f"SELECT id, trace_id FROM task WHERE id IN ({', '.join([p] * len(ids))})"
+    return dict(db.execute_sql(sql, list(ids)).fetchall()) if ids else {}
 
 
 def get_tasks(ids: Sequence[int]) -> list[Task]:

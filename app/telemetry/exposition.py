@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from app.config import Config
@@ -11,18 +12,13 @@ from app.telemetry.logs import setup_logging
 log = logging.getLogger(__name__)
 
 
-def serve() -> int:
-    """Serve /metrics on DALC_HOST:DALC_WORKER_METRICS_PORT until the dramatiq command stops.
-
-    The dramatiq CLI runs this in a process of its own (WorkerMetricsMiddleware lists it in `forks`).
-    """
-    config = Config.from_env()
+def serve(config: Config, collectors: Sequence = ()) -> int:
+    """Serve /metrics on DALC_HOST:DALC_WORKER_METRICS_PORT, with `collectors` too, until the process stops."""
     setup_logging(config)
     metrics.worker_multiprocess_dir()
-    collectors = [QueueDepth(config.broker_url, config.queue_name)] if config.broker_url else []
 
     class Handler(_MetricsHandler):
-        extra_collectors = collectors
+        extra_collectors = list(collectors)
 
     try:
         server = ThreadingHTTPServer((config.host, config.worker_metrics_port), Handler)
@@ -36,11 +32,10 @@ def serve() -> int:
 
 
 class QueueDepth:
-    """Ask RabbitMQ, at each scrape, how many messages wait in dalc's queue, its delay queue and its dead letters."""
+    """At each scrape, report how many messages wait in dalc's queue, its delay queue and its dead letters."""
 
-    def __init__(self, broker_url: str, queue_name: str):
-        self.url = broker_url.split(";")[0]
-        self.queues = (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ")
+    def __init__(self, read_depths: Callable[[], dict[str, int]]):
+        self.read_depths = read_depths
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -50,7 +45,7 @@ class QueueDepth:
             labels=["queue"],
         )
         try:
-            counts = self._counts()
+            counts = self.read_depths()
         except Exception as exc:  # pika raises many unrelated types for one unreachable broker
             log.warning("worker metrics: cannot read queue depths: %s", exc)
             counts = {}
@@ -59,19 +54,6 @@ class QueueDepth:
         yield depth
         yield GaugeMetricFamily("dalc_broker_up", "1 if RabbitMQ answered the queue depth query.",
                                 value=int(bool(counts)))
-
-    def _counts(self) -> dict[str, int]:
-        import pika
-
-        params = pika.URLParameters(self.url)
-        params.connection_attempts = 1
-        params.socket_timeout = params.blocked_connection_timeout = 5
-        connection = pika.BlockingConnection(params)
-        try:
-            channel = connection.channel()
-            return {q: channel.queue_declare(queue=q, passive=True).method.message_count for q in self.queues}
-        finally:
-            connection.close()
 
 
 class _MetricsHandler(BaseHTTPRequestHandler):

@@ -12,6 +12,7 @@ import time
 from opentelemetry import trace
 
 from app.config import Config
+from app.telemetry.tracing import hex_ids
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -25,7 +26,7 @@ def _trace_ids() -> dict:
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return {}
-    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+    return hex_ids(context)
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,32 +1,42 @@
-"""Count and time the messages a worker process handles, and have the dramatiq CLI serve them on /metrics."""
+"""Count and time the messages a worker process handles, and have the dramatiq CLI serve them on /metrics.
+
+Why not Dramatiq's own `dramatiq.middleware.prometheus`: it keeps its multiprocess files in one folder per
+machine (`$TMPDIR/dramatiq-prometheus`, cleared by every start), so two dramatiq commands on one host (a
+second deployment, the tests, the benchmark) wipe and mix each other's counts; it takes its address from
+its own `dramatiq_prom_*` variables instead of dalc's settings; and it lacks what dalc reports beside the
+messages: tasks by outcome, evaluation time and the queues' depth. Its message metrics are kept here, in
+seconds (as Prometheus names them) rather than milliseconds.
+"""
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import dramatiq
 from dramatiq.common import q_name
 
-from app.telemetry import exposition, metrics
+from app.telemetry import metrics
 
 
 class WorkerMetricsMiddleware(dramatiq.Middleware):
     """Measure messages (duration by outcome, in progress, retries, dead letters) in prometheus-client.
 
-    With `port` set, the dramatiq CLI forks one extra process that serves /metrics for all of its
-    worker processes (exposition.serve).
+    With `port` set, the dramatiq CLI forks one extra process that runs `serve` (a module-level function,
+    which the CLI imports by name), serving /metrics for all of its worker processes.
     """
 
-    def __init__(self, *, port: int):
+    def __init__(self, *, port: int, serve: Callable[[], int]):
         if not 0 <= port < 65536:
             raise ValueError("port must be between 0 (no metrics server) and 65535")
         self.port = port
+        self.serve = serve
         self._local = threading.local()
 
     @property
     def forks(self):
-        return [exposition.serve] if self.port else []
+        return [self.serve] if self.port else []
 
     def before_process_message(self, broker, message):
         metrics.worker().in_progress.labels(message.queue_name).inc()

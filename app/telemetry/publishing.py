@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -55,13 +55,14 @@ def producing(queue_name: str, ids: Sequence[int], contexts: Sequence | None) ->
             span.end()
 
 
-def stored_contexts(ids: Sequence[int]) -> list | None:
-    """Return, parallel to `ids`, the traces their tasks were created in (for a re-publish); None if untraced."""
+def stored_contexts(ids: Sequence[int], read_trace_ids: Callable[[Sequence[int]], Mapping]) -> list | None:
+    """Return, parallel to `ids`, the traces their tasks were created in (for a re-publish); None if untraced.
+
+    `read_trace_ids` (the store's) is asked only when tracing is on.
+    """
     if not tracing.enabled():
         return None
-    from app.store.models import Task
-
-    stored = dict(Task.select(Task.id, Task.trace_id).where(Task.id.in_(list(ids))).tuples())
+    stored = read_trace_ids(ids)
     traces: dict[str, tracing.StoredTrace | None] = {}
     contexts = []
     for task_id in ids:

@@ -77,8 +77,7 @@ class Evaluations:
             extra = {"task_id": outcome.id, "status": outcome.status, "error_code": outcome.error_code,
                      "attempt": task.attempts, "duration_ms": round(elapsed * 1000, 3)}
             if span is not None:
-                context = span.get_span_context()
-                extra.update(trace_id=format(context.trace_id, "032x"), span_id=format(context.span_id, "016x"))
+                extra.update(tracing.hex_ids(span.get_span_context()))
             code = f" ({outcome.error_code})" if outcome.error_code else ""
             log.info("task %d %s%s", outcome.id, outcome.status, code, extra=extra)
         return outcome

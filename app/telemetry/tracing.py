@@ -110,7 +110,12 @@ def current_trace_id() -> str | None:
     span_context = trace.get_current_span().get_span_context()
     if not (span_context.is_valid and span_context.trace_flags.sampled):
         return None
-    return format(span_context.trace_id, "032x")
+    return hex_ids(span_context)["trace_id"]
+
+
+def hex_ids(span_context) -> dict[str, str]:
+    """Write a span's ids as W3C trace context does, and as logs, task resources and Jaeger show them."""
+    return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
 
 
 def stored_trace(trace_id: str | None) -> StoredTrace | None:

@@ -4,14 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 
 from flask import Blueprint, current_app, request, url_for
 
 from app import store
-from app.store.database import db
-from app.store.models import STATUSES, Task
-from app.store.notify import final_events
+from app.store.models import STATUSES
 from app.telemetry import tasks as task_events
 from app.telemetry import tracing
 from app.web.problems import ProblemError
@@ -35,7 +32,7 @@ def create():
     batch = isinstance(body, list)
     items = body if batch else [body]
     if batch and not items:
-        raise ProblemError(400, "empty_batch", "The list is empty; send 1 to 1,000 tasks.")
+        raise ProblemError(400, "empty_batch", f"The list is empty; send 1 to {config.max_batch_size:,} tasks.")
     if batch and len(items) > config.max_batch_size:
         raise ProblemError(
             413, "batch_too_large", f"The list has {len(items)} tasks; send at most {config.max_batch_size}."
@@ -85,7 +82,7 @@ def read(raw_id: str):
     """Read one task, waiting up to `?wait=` seconds for it to become final."""
     task_id = _task_id(raw_id)
     wait = _wait_seconds()
-    task = _wait_for_final(task_id, wait) if wait else store.get_task(task_id)
+    task = store.wait_for_final(task_id, wait, pushed=_runtime().finals_pushed()) if wait else store.get_task(task_id)
     if task is None:
         raise _not_found(task_id)
     return task.to_dict()
@@ -217,21 +214,3 @@ def _int_arg(name: str, *, default, low: int, high: int, name_in_detail: str | N
 def _bad_query(name: str, detail: str) -> ProblemError:
     return ProblemError(400, "invalid_query", detail, errors=[{"parameter": name, "detail": detail}])
 
-
-def _wait_for_final(task_id: int, timeout: float) -> Task | None:
-    """Return the task once it is final or the timeout passes, reading the database only when woken."""
-    runtime = _runtime()
-    listener = runtime.listener
-    # Woken by the listener (PostgreSQL) or by in-process workers; otherwise fall back to polling.
-    pushed = runtime.config.embedded_broker or (listener is not None and listener.connected.is_set())
-    recheck = 1.0 if pushed else 0.2
-    deadline = time.monotonic() + timeout
-    with final_events.waiting_for(task_id) as event:
-        while True:
-            task = store.get_task(task_id)
-            remaining = deadline - time.monotonic()
-            if task is None or task.is_final or remaining <= 0:
-                return task
-            db.close()  # hold no pooled connection while idle
-            event.wait(min(remaining, recheck))
-            event.clear()
