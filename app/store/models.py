@@ -60,7 +60,7 @@ class Task(BaseModel):
         return self.status in FINAL_STATUSES
 
     def to_dict(self) -> dict:
-        """Return the task resource as API.md describes it."""
+        """Return the task resource as docs/api.md describes it."""
         return {
             "id": self.id,
             "expression": self.expression,
