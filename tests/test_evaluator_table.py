@@ -9,7 +9,7 @@ import pytest
 
 from app.evaluator import EvaluationError, Evaluator
 
-# The language as API.md lists it, mapped to what Python calls it: the table's source of truth.
+# The language as docs/api.md lists it, mapped to what Python calls it: the table's source of truth.
 REFERENCE = {
     "__builtins__": {},
     "abs": abs, "round": round, "min": min, "max": max,

@@ -35,7 +35,7 @@ FINITE = "a finite number"
 POSITIVE = "a number greater than 0"
 UNIT = "a number between -1 and 1"
 
-# In the order API.md lists them; error messages list them in this order too.
+# In the order docs/api.md lists them; error messages list them in this order too.
 FUNCTIONS = {
     "abs": Spec(1, 1, NUMBER, "abs(-2.5)"),
     "round": Spec(1, 2, "a number and, optionally, a whole number of digits", "round(2.675, 2)"),
