@@ -23,7 +23,7 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
+from support import BIN, Process, dalc_env, delete_queues, free_port, wait_for_http  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -197,13 +197,7 @@ def main() -> None:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         admin.close()
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        channel = connection.channel()
-        for q in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-            channel.queue_delete(queue=q)
-        connection.close()
+        delete_queues(AMQP_URL, queue)
 
 
 if __name__ == "__main__":
