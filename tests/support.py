@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -95,10 +96,32 @@ def clean_tables() -> None:
             db.execute_sql("DELETE FROM task")
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Return a free port below the kernel's ephemeral range.
+
+    A server that a test stops and starts again on its port (the chaos suite's RabbitMQ) would otherwise
+    find it taken by an outgoing connection's local port, picked from that range meanwhile.
+    """
+    ephemeral = _ephemeral_ports()
+    for _ in range(200):
+        port = random.randrange(10_000, ephemeral.start) if ephemeral.start > 11_000 else random.randrange(1024, 65536)
+        if port in ephemeral:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
