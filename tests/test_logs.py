@@ -66,3 +66,31 @@ def test_the_auto_format_is_text_on_a_terminal_and_json_elsewhere(terminal, expe
         os.close(primary)
         os.close(secondary)
     assert result.stdout.strip() == expected
+
+
+def evaluate_message(caplog, level: int) -> list[logging.LogRecord]:
+    """Record one message's outcomes (two completed, two failed) with app.tasks at `level`."""
+    from app.store.tasks import Claimed, Outcome
+    from app.telemetry.tasks import Evaluations
+
+    claimed = [Claimed(task_id, "x", 1) for task_id in (11, 12, 13, 14)]
+    outcomes = [Outcome(11, "COMPLETED", result="1"), Outcome(12, "FAILED", error_code="division_by_zero"),
+                Outcome(13, "COMPLETED", result="2"), Outcome(14, "FAILED", error_code="syntax_error")]
+    caplog.set_level(level, logger="app.tasks")
+    with Evaluations(claimed) as evaluations:
+        for task, outcome in zip(claimed, outcomes, strict=True):
+            evaluations.record(task, outcome)
+    return [r for r in caplog.records if r.name == "app.tasks"]
+
+
+def test_at_info_a_message_logs_one_line_that_names_each_failed_task_by_id(caplog):
+    [line] = evaluate_message(caplog, logging.INFO)
+    assert line.getMessage() == "2 of 4 tasks FAILED: 12 (division_by_zero), 14 (syntax_error)"
+    assert (line.failed_task_ids, line.task_count) == ([12, 14], 4)
+
+
+def test_at_debug_every_task_also_gets_its_own_line(caplog):
+    lines = evaluate_message(caplog, logging.DEBUG)
+    assert [r.getMessage() for r in lines] == [
+        "task 11 COMPLETED", "task 12 FAILED (division_by_zero)", "task 13 COMPLETED",
+        "task 14 FAILED (syntax_error)", "2 of 4 tasks FAILED: 12 (division_by_zero), 14 (syntax_error)"]

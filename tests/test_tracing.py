@@ -66,7 +66,7 @@ def run(pg_url, amqp_url, tmp_path_factory):
     env = traced_env(
         receiver.endpoint, DALC_DATABASE_URL=pg_url, DALC_BROKER_URL=amqp_url, DALC_QUEUE_NAME=queue,
         DALC_PORT=str(port), DALC_WEB_WORKERS="1", DALC_WORKER_METRICS_PORT="0", DALC_LOG_FORMAT="json",
-        DALC_SWEEP_AFTER_SECONDS="0", DALC_SWEEP_INTERVAL_SECONDS="3600",
+        DALC_SWEEP_AFTER_SECONDS="0", DALC_SWEEP_INTERVAL_SECONDS="3600", DALC_LOG_LEVEL="DEBUG",
     )
     init_db(Config(database_url=pg_url))
     clean_tables()  # the sweeper must find this run's tasks only
@@ -214,7 +214,7 @@ def test_web_worker_and_sweeper_report_distinct_service_names(run):
     assert {s.service for s in spans} == {"dalc-web", "dalc-worker", "dalc-sweeper"}
 
 
-def test_each_task_is_logged_as_one_json_line_with_its_trace_and_span(run):
+def test_at_debug_each_task_is_logged_as_one_json_line_with_its_trace_and_span(run):
     ok, failed = run.tasks["ok"], run.tasks["failed"]
     _, server, *_, evaluation = chain(run, ok)
     outcome = one_line(run.worker_log, ok["id"])
