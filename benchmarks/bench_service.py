@@ -2,7 +2,8 @@
 
 Starts gunicorn and the dramatiq CLI against this machine's PostgreSQL and RabbitMQ (a database and
 queue of its own, removed afterwards), drives them over HTTP from threads in this process, and
-prints figures. Settings come from BENCH_* variables (see `Settings`); nothing here asserts a speed.
+prints figures, with the memory the web's and the workers' processes hold after each scenario.
+Settings come from BENCH_* variables (see `Settings`); nothing here asserts a speed.
 """
 from __future__ import annotations
 
@@ -135,11 +136,60 @@ def report(name: str, submitted: dict[int, float], finished: dict[int, float], s
     )
 
 
-def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pace: float | None = None) -> None:
+def process_tree(root: int) -> list[int]:
+    """Return `root` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces; the parent's pid is the second field after ")".
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return sorted(tree)
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """Return the process's resident memory (RSS) and proportional share (PSS) in KiB; (0, 0) if gone."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, value = line.split(":", 1)
+            fields[key] = int(value.split()[0])
+    except (OSError, ValueError):
+        return 0, 0
+    return fields.get("Rss", 0), fields.get("Pss", 0)
+
+
+def memory_line(kinds: dict[str, int]) -> str:
+    """Describe the resident memory of each kind of process (its whole tree): RSS each, PSS summed.
+
+    RSS counts pages that forked processes share once per process; PSS divides them among the sharers,
+    so the PSS sum is what the tree really holds.
+    """
+    parts = []
+    for kind, root in kinds.items():
+        sizes = [memory_kib(pid) for pid in process_tree(root)]
+        sizes = [size for size in sizes if size[0]]
+        rss = ", ".join(f"{r / 1024:.0f}" for r, _ in sizes)
+        parts.append(f"{kind} {sum(p for _, p in sizes) / 1024:.0f} MiB PSS in {len(sizes)} processes "
+                     f"(RSS {rss} MiB)")
+    return "  memory: " + "; ".join(parts)
+
+
+def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pace: float | None = None,
+             processes: dict[str, int] | None = None) -> None:
     started = time.time()
     submitted = run_load(port, bodies, concurrency, pace)
     submit_seconds = time.time() - started
     report(name, submitted, wait_final(dsn, submitted), submit_seconds)
+    if processes:
+        print(memory_line(processes), flush=True)
 
 
 def main() -> None:
@@ -183,14 +233,16 @@ def main() -> None:
         print(f"dalc benchmark: {os.cpu_count()} cores; web {s.web_workers}x{s.web_threads} gthread, "
               f"workers {s.worker_processes}x{s.worker_threads}; PostgreSQL, RabbitMQ and this load "
               f"generator share the machine", flush=True)
-        scenario(port, dsn, "warm-up", [{"expression": "1 + 1"}] * 300, 8)
+        processes = {"web": web.popen.pid, "workers": worker.popen.pid}
+        scenario(port, dsn, "warm-up", [{"expression": "1 + 1"}] * 300, 8, processes=processes)
         scenario(port, dsn, "single submissions", [{"expression": f"{i} * 3 + (2 ** 8) / 4"}
-                                                   for i in range(s.single_tasks)], s.single_concurrency)
+                                                   for i in range(s.single_tasks)], s.single_concurrency,
+                 processes=processes)
         batches = [[{"expression": f"{i}+{j}*2"} for j in range(s.batch_size)]
                    for i in range(s.batch_tasks // s.batch_size)]
-        scenario(port, dsn, f"batches of {s.batch_size}", batches, s.batch_concurrency)
+        scenario(port, dsn, f"batches of {s.batch_size}", batches, s.batch_concurrency, processes=processes)
         paced = [{"expression": f"{i} - 1"} for i in range(int(s.paced_rate * s.paced_seconds))]
-        scenario(port, dsn, f"paced {s.paced_rate}/s single", paced, 8, pace=s.paced_rate)
+        scenario(port, dsn, f"paced {s.paced_rate}/s single", paced, 8, pace=s.paced_rate, processes=processes)
     finally:
         worker.stop()
         web.stop()
