@@ -22,6 +22,13 @@ def new_tasks(*expressions):
     return [t.id for t in tasks]
 
 
+def test_new_tasks_answer_exactly_what_reading_them_back_gives_in_the_order_given(conn):
+    expressions = [f"{i} + 1" for i in range(300)]
+    tasks, created = store.create_tasks(expressions, trace_id="ab" * 16)
+    assert created and [t.expression for t in tasks] == expressions
+    assert [t.to_dict() for t in tasks] == [t.to_dict() for t in store.get_tasks([t.id for t in tasks])]
+
+
 def test_claiming_marks_running_counts_the_attempt_and_stamps_the_start(conn):
     (task_id,) = new_tasks("1 + 1")
     claimed = store.claim([task_id])

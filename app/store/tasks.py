@@ -65,7 +65,7 @@ def create_tasks(
     idempotency: Idempotency | None = None,
     trace_id: str | None = None,
     insert: Callable[[Sequence[Row]], list[int]] | None = None,
-) -> tuple[list[Task], bool]:
+) -> tuple[list[Task] | list[NewTask], bool]:
     """Store new SCHEDULED tasks atomically; return them and whether they are new.
 
     With an idempotency key seen before (same body), return the tasks it created then instead.
@@ -97,11 +97,25 @@ def create_tasks(
             if earlier is None:
                 raise
             return earlier, False
-    tasks = [
-        Task(id=task_id, expression=e, created_at=now, published_at=now, trace_id=trace_id, **NEW_TASK)
-        for task_id, e in zip(ids, expressions, strict=True)
-    ]
-    return tasks, True
+    # One model gives the resource's shape for the whole request; a model per task (and its to_dict) cost
+    # about 25 µs a task, a third of the web's work on a batch of 1,000.
+    shape = Task(id=0, expression="", created_at=now, published_at=now, trace_id=trace_id, **NEW_TASK).to_dict()
+    return [NewTask(task_id, e, shape) for task_id, e in zip(ids, expressions, strict=True)], True
+
+
+class NewTask:
+    """A task just stored by create_tasks: its id and expression, and its resource."""
+
+    __slots__ = ("id", "expression", "_shape")
+
+    def __init__(self, task_id: int, expression: str, shape: dict):
+        self.id = task_id
+        self.expression = expression
+        self._shape = shape  # the resource of a task stored with this one, but for id and expression
+
+    def to_dict(self) -> dict:
+        """Return the task resource, as Task.to_dict() would."""
+        return {**self._shape, "id": self.id, "expression": self.expression}
 
 
 _NEW_TASK_COLUMNS = ", ".join(NEW_TASK)
@@ -112,15 +126,23 @@ def insert_rows(rows: Sequence[Row]) -> list[int]:
     """INSERT new SCHEDULED tasks with one statement; return their ids in the order of `rows`."""
     # Written as SQL rather than Task.insert_many: building the query costs Peewee about 0.5 ms
     # for one row and grows with every row, and this is the hottest statement of the web.
-    p = db.param
-    row = f"({p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
-    sql = (
-        f"INSERT INTO task (expression, created_at, published_at, trace_id, {_NEW_TASK_COLUMNS}) "
-        f"VALUES {', '.join([row] * len(rows))} RETURNING id"
-    )
-    params: list = []
-    for expression, created_at, trace_id in rows:
-        params += [expression, created_at, created_at, trace_id]
+    columns = f"INSERT INTO task (expression, created_at, published_at, trace_id, {_NEW_TASK_COLUMNS}) "
+    if is_postgres():
+        # One array per column instead of a VALUES row per task: for 1,000 rows PostgreSQL spent 12 ms of
+        # CPU parsing 4,000 parameters, and 5 ms with arrays; building the statement halved here too.
+        sql = (
+            f"{columns}SELECT e, c, c, t, {_NEW_TASK_VALUES} "
+            "FROM unnest(%s::text[], %s::timestamp[], %s::text[]) WITH ORDINALITY AS r (e, c, t, n) "
+            "ORDER BY n RETURNING id"
+        )
+        params: list = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        p = db.param
+        row = f"({p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
+        sql = f"{columns}VALUES {', '.join([row] * len(rows))} RETURNING id"
+        params = []
+        for expression, created_at, trace_id in rows:
+            params += [expression, created_at, created_at, trace_id]
     # Ids come from one sequence in row order; sorting makes the row-to-id mapping explicit.
     return sorted(r[0] for r in db.execute_sql(sql, params).fetchall())
 
