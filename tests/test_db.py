@@ -66,6 +66,10 @@ def app_and_threads(private_pg):
     app = create_app(Config(database_url=url, broker_url=None, sweep_interval_seconds=3600))
     threads = [RequestThread(app) for _ in range(4)]
     assert [t.call(post) for t in threads] == [202] * 4  # each thread now holds a connection
+    # Let the in-process workers finish those tasks first: a worker that meets the restart retires every
+    # pooled connection, and the request expected to fail would then reconnect instead.
+    runtime = app.extensions["dalc"]
+    runtime.broker.join(runtime.config.queue_name, timeout=30_000)
     yield app, threads
     for t in threads:
         t.stop()
