@@ -1,6 +1,7 @@
 """Prometheus metrics: one scrape target per process kind, checked after known traffic on the real processes."""
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 import shutil
@@ -15,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Config
 from app.queue.broker import build_broker
+from app.store.database import db
+from app.store.models import Task, utcnow
 from app.telemetry import metrics
 from support import BIN, RUN_ID, Process, dalc_env, delete_queues, free_port, wait_for_http, wait_until
 
@@ -123,6 +126,15 @@ def test_the_workers_count_retries_dead_letters_and_the_queue_depth(traffic):
     assert samples[("dalc_queue_messages", (("queue", queue),))] == 0
     assert samples[("dalc_queue_messages", (("queue", f"{queue}.XQ"),))] == 1
     assert samples[("dalc_broker_up", ())] == 1
+
+
+def test_the_web_counts_the_tasks_a_working_sweeper_would_have_published_again(client):
+    with db.connection_context():
+        Task.create(expression="1 + 1", published_at=dt.datetime(2000, 1, 1))
+        Task.create(expression="1 + 2", published_at=dt.datetime(2000, 1, 1), status="COMPLETED")
+        Task.create(expression="1 + 3", published_at=utcnow())
+    page = client.get("/metrics")
+    assert samples_of(page.get_data(as_text=True))[("dalc_tasks_overdue", ())] == 1
 
 
 def test_a_single_process_serves_its_own_metrics(client):

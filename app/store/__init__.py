@@ -10,6 +10,7 @@ from app.store.tasks import (
     Outcome,
     cancel_task,
     claim,
+    count_overdue,
     create_tasks,
     due_for_republish,
     fail_open_tasks,
@@ -24,6 +25,6 @@ from app.store.tasks import (
 
 __all__ = [
     "FINAL_CHANNEL", "Claimed", "Idempotency", "IdempotencyConflict", "Outcome", "StoreUnavailable",
-    "cancel_task", "claim", "create_tasks", "due_for_republish", "fail_open_tasks", "finish", "get_task",
-    "get_tasks", "insert_rows", "list_tasks", "trace_ids", "wait_for_final",
+    "cancel_task", "claim", "count_overdue", "create_tasks", "due_for_republish", "fail_open_tasks", "finish",
+    "get_task", "get_tasks", "insert_rows", "list_tasks", "trace_ids", "wait_for_final",
 ]

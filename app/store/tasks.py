@@ -310,6 +310,11 @@ def _update_final(update_sql: str, params: list, *, with_values: str | None = No
     return len(ids)
 
 
+def count_overdue(*, older_than: dt.datetime) -> int:
+    """Count the open tasks last published before `older_than`."""
+    return Task.select().where(Task.status.in_(OPEN_STATUSES) & (Task.published_at < older_than)).count()
+
+
 def due_for_republish(*, older_than: dt.datetime, limit: int) -> list[tuple[int, int]]:
     """Take open tasks last published before `older_than`, stamp them published now; return (id, count)."""
     now = utcnow()

@@ -1,11 +1,18 @@
 """Prometheus metrics of the web: /metrics, and the measurement of every request behind it."""
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import time
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 
+from app import store
+from app.store.database import UNAVAILABLE_ERRORS
+from app.store.models import utcnow
 from app.telemetry import metrics
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -16,7 +23,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 @bp.get("/metrics")
 def scrape():
     """Answer the metrics of every process of this web, in the Prometheus text format."""
-    body, content_type = metrics.exposition()
+    config = current_app.extensions["dalc"].config
+    body, content_type = metrics.exposition([OverdueTasks(config.sweep_after_seconds, config.sweep_interval_seconds)])
     return body, 200, {"Content-Type": content_type}
 
 
@@ -35,3 +43,31 @@ def _measure(response):
             method, rule.rule if rule is not None else "unmatched", str(response.status_code)
         ).observe(time.perf_counter() - started)
     return response
+
+
+class OverdueTasks:
+    """Count, at each scrape, the open tasks that a working sweeper would have published again by now.
+
+    The sweeper publishes a task again once it has waited DALC_SWEEP_AFTER_SECONDS, so a task that has
+    waited twice that (and a sweep interval) means no sweeper runs, or its publishing fails.
+    """
+
+    def __init__(self, sweep_after_seconds: float, sweep_interval_seconds: float):
+        self.waited = dt.timedelta(seconds=2 * sweep_after_seconds + sweep_interval_seconds)
+
+    def describe(self):
+        """The family without its value: what prometheus-client asks of a collector to know its names."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        return [GaugeMetricFamily(
+            "dalc_tasks_overdue", "Open tasks waiting twice DALC_SWEEP_AFTER_SECONDS since last published.",
+            labels=[],
+        )]
+
+    def collect(self):
+        [family] = self.describe()
+        try:
+            family.add_metric([], store.count_overdue(older_than=utcnow() - self.waited))
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("metrics: cannot count overdue tasks: %s", exc)
+        yield family
