@@ -135,6 +135,8 @@ def test_every_pod_runs_as_rendered_unprivileged_on_a_read_only_root(release, po
         assert state["HostConfig"]["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in state["HostConfig"]["SecurityOpt"]
         assert set(state["HostConfig"]["Tmpfs"]) == {mount["mountPath"] for mount in pod.container["volumeMounts"]}
+        limit = pod.container["resources"]["limits"]["memory"]
+        assert state["HostConfig"]["Memory"] == containers.quantity_bytes(limit)
         written = containers.docker("exec", pod.name, "python", "-c", "open('/dalc-was-here', 'w')", check=False)
         assert written.returncode != 0 and "Read-only file system" in written.stderr
 
@@ -151,6 +153,11 @@ def test_the_workers_metrics_count_the_tasks_they_evaluated(release, pods):
     port = pods["worker"].port("metrics")
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert re.search(r'^dalc_tasks_finished_total\{[^}]*status="COMPLETED"[^}]*\} [1-9]', text, re.MULTILINE), text
+
+
+def test_the_web_counts_no_task_overdue_while_the_sweeper_runs(release, pods):
+    text = requests.get(f"{release.url}/metrics", timeout=10).text
+    assert re.search(r"^dalc_tasks_overdue 0\.0$", text, re.MULTILINE), text
 
 
 def test_the_helm_test_pod_gets_2_for_1_plus_1(release, pods):

@@ -73,7 +73,7 @@ def image_of(obj: dict) -> str:
     return pod_spec(obj)["containers"][0]["image"]
 
 
-def _quantity_bytes(quantity: str) -> int:
+def quantity_bytes(quantity: str) -> int:
     """Turn a Kubernetes quantity such as 512Mi or 1G into bytes."""
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
     for suffix, factor in units.items():
@@ -126,7 +126,7 @@ def run_args(obj: dict, objects, name: str) -> list[str]:
     for capability in context.get("capabilities", {}).get("add", []):
         args += ["--cap-add", capability]
     if memory := container.get("resources", {}).get("limits", {}).get("memory"):
-        args += ["--memory", str(_quantity_bytes(memory))]
+        args += ["--memory", str(quantity_bytes(memory))]
     volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
@@ -134,7 +134,7 @@ def run_args(obj: dict, objects, name: str) -> list[str]:
         # An emptyDir is a fresh world-writable directory; sizeLimit caps it.
         options = "rw,mode=1777,exec"
         if limit := volume["emptyDir"].get("sizeLimit"):
-            options += f",size={_quantity_bytes(limit)}"
+            options += f",size={quantity_bytes(limit)}"
         args += ["--tmpfs", f"{mount['mountPath']}:{options}"]
     # Cluster DNS, for the Services the pod may call: every port is on 127.0.0.1.
     for service in find(objects, "Service"):

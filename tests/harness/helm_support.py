@@ -6,6 +6,7 @@ import functools
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -111,3 +112,49 @@ def secret_data(secret: dict) -> dict[str, str]:
     data = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
     data.update(secret.get("stringData", {}))
     return data
+
+
+def _custom_models() -> dict[tuple[str, str], type]:
+    # Pydantic models generated from the CRDs that the Prometheus Operator and KEDA publish.
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    return {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+        ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+    }
+
+
+def validate(obj: dict) -> str:
+    """Validate an object strictly: Kubernetes' own kinds against the 1.33 schemas, operators' kinds
+    against their CRDs; answer what it was checked against, raise ValueError when it is invalid."""
+    model = _custom_models().get((obj["apiVersion"], obj["kind"]))
+    if model is None:
+        try:
+            return kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise ValueError(f"{'.'.join(map(str, exc.path))}: {exc.message}") from exc
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            raise ValueError(exc.message) from exc
+    try:
+        parsed = model.model_validate(obj)
+    except Exception as exc:  # pydantic's ValidationError, with every wrong field
+        raise ValueError(str(exc)) from exc
+    # The models ignore fields they do not know: a field lost on the way back is not in the CRD.
+    again = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if again != obj:
+        raise ValueError(f"fields unknown to the {obj['kind']} CRD: {_lost(obj, again)}")
+    return obj["apiVersion"]
+
+
+def _lost(given, kept, where="") -> list[str]:
+    """Return the paths present in `given` but not in `kept`."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return [path for key, value in given.items()
+                for path in ([f"{where}.{key}"] if key not in kept else _lost(value, kept[key], f"{where}.{key}"))]
+    if isinstance(given, list) and isinstance(kept, list):
+        pairs = enumerate(zip(given, kept, strict=False))
+        return [path for index, (a, b) in pairs for path in _lost(a, b, f"{where}[{index}]")]
+    return [] if given == kept else [f"{where} ({given!r} became {kept!r})"]

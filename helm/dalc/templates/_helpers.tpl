@@ -101,6 +101,14 @@ Host name of the bundled RabbitMQ's Service, computed by the subchart's own nami
 {{- end }}
 
 {{/*
+Selector labels of a bundled service's pods, computed by the subchart's own helper. Takes a dict:
+root, chart ("postgresql" or "rabbitmq").
+*/}}
+{{- define "dalc.subchartSelectorLabels" -}}
+{{- include (printf "%s.selectorLabels" .chart) (dict "Values" (index .root.Values .chart) "Release" .root.Release "Chart" (dict "Name" .chart)) }}
+{{- end }}
+
+{{/*
 "true" when the chart deploys Jaeger: tracing is on and no other endpoint is given.
 */}}
 {{- define "dalc.jaeger.enabled" -}}
