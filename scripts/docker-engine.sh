@@ -15,8 +15,7 @@ set -euo pipefail
 
 DATA="${DALC_DOCKER_DATA:-/var/cache/dalc/docker}"
 RUN="${DALC_DOCKER_RUN:-/tmp/dalc-docker}"
-SOCKET="$RUN/docker.sock"
-export DOCKER_HOST="unix://$SOCKET"
+PRIVATE_HOST="unix://$RUN/docker.sock"
 # The classic builder: it needs no buildx plugin, which Debian's docker.io does not ship.
 export DOCKER_BUILDKIT=0
 
@@ -41,7 +40,7 @@ need() {  # install Debian packages whose commands are missing
     fi
 }
 
-running() { docker info >/dev/null 2>&1; }
+running() { DOCKER_HOST="$PRIVATE_HOST" docker info >/dev/null 2>&1; }
 
 start() {
     need
@@ -49,12 +48,12 @@ start() {
     if ! running; then
         # setsid: dockerd must not die with the shell that started it, nor get its Ctrl-C.
         setsid dockerd --data-root "$DATA" --exec-root "$RUN/exec" --pidfile "$RUN/dockerd.pid" \
-            -H "$DOCKER_HOST" --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
+            -H "$PRIVATE_HOST" --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
             >"$RUN/dockerd.log" 2>&1 </dev/null &
         for _ in $(seq 150); do running && break; sleep 0.2; done
         running || { tail -20 "$RUN/dockerd.log" >&2; echo "docker-engine: dockerd did not start" >&2; exit 1; }
     fi
-    echo "export DOCKER_HOST=$DOCKER_HOST"
+    echo "export DOCKER_HOST=$PRIVATE_HOST"
 }
 
 stop() {
@@ -69,13 +68,18 @@ stop() {
     rm -f "$RUN/dockerd.pid"
 }
 
-base_image() {
+base_image() {  # in the engine DOCKER_HOST names, else the private one
+    export DOCKER_HOST="${DOCKER_HOST:-$PRIVATE_HOST}"
+    mkdir -p "$RUN"
     if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
         echo "docker-engine: building $BASE_TAG with mmdebstrap (once per machine)" >&2
         mmdebstrap --variant=minbase --include="$PACKAGES" \
             --customize-hook="copy-in $CA_BUNDLE /etc/ssl/certs" \
             "$SUITE" - 2>"$RUN/mmdebstrap.log" \
-          | docker import --change "ENV PIP_CERT=$CA_BUNDLE" - "$BASE_TAG" >/dev/null
+          | docker import --change "ENV PIP_CERT=$CA_BUNDLE" - "$BASE_TAG-partial" >/dev/null
+        # Tagged only once mmdebstrap has succeeded: a cut-short root filesystem is never cached.
+        docker tag "$BASE_TAG-partial" "$BASE_TAG"
+        docker rmi "$BASE_TAG-partial" >/dev/null
     fi
     echo "$BASE_TAG"
 }

@@ -44,6 +44,8 @@ def release(tmp_path_factory):
     with own_database(database) as database_url:
         web_port, metrics_port = free_port(), free_port()
         values = {
+            # A tag of this run's own: runs on the same engine never use each other's image.
+            "image": {"tag": f"test-{RUN_ID}"},
             "postgresql": {"enabled": False},
             "rabbitmq": {"enabled": False},
             "externalDatabase": {"url": database_url},
@@ -66,6 +68,8 @@ def release(tmp_path_factory):
             yield Release(objects, database, f"http://127.0.0.1:{web_port}")
         finally:
             containers.remove_all(PREFIX)
+            # The tag only: its layers stay in the builder's cache for the next run.
+            containers.docker("image", "rm", "--no-prune", image, check=False)
             delete_queues(AMQP_URL, QUEUE)
 
 

@@ -22,14 +22,16 @@ import requests
 from harness.helm_support import ROOT, find, one, pod_spec, secret_data
 
 ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
-# Where scripts/docker-engine.sh puts its engine's socket; DOCKER_HOST, when set, wins.
-PRIVATE_ENGINE = "unix:///tmp/dalc-docker/docker.sock"
+# Where scripts/docker-engine.sh puts its engine's socket; DOCKER_HOST, when set, wins, and without
+# either the docker CLI looks for the machine's own engine.
+PRIVATE_SOCKET = "/tmp/dalc-docker/docker.sock"
 LABEL = "dalc.test.run"
 
 
 def docker_env() -> dict[str, str]:
     env = dict(os.environ, DOCKER_BUILDKIT="0")
-    env.setdefault("DOCKER_HOST", PRIVATE_ENGINE)
+    if "DOCKER_HOST" not in env and os.path.exists(PRIVATE_SOCKET):
+        env["DOCKER_HOST"] = f"unix://{PRIVATE_SOCKET}"
     return env
 
 
@@ -52,7 +54,8 @@ def engine_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker engine did not answer within 20 s"
     if done.returncode != 0:
-        return f"no Docker engine answers at {docker_env()['DOCKER_HOST']}: {done.stderr.strip()[:300]}"
+        where = docker_env().get("DOCKER_HOST", "the docker CLI's default socket")
+        return f"no Docker engine answers at {where}: {done.stderr.strip()[:300]}"
     return None
 
 
@@ -62,8 +65,8 @@ def build_image(tag: str) -> None:
                           text=True, timeout=900, check=False)
     if base.returncode != 0:
         raise AssertionError(f"the base image could not be built:\n{base.stderr[-3000:]}")
-    docker("build", "--quiet", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base.stdout.split()[-1]}",
-           "--tag", tag, str(ROOT), timeout=900)
+    docker("build", "--quiet", "--force-rm", "--network", "host",
+           "--build-arg", f"PYTHON_IMAGE={base.stdout.split()[-1]}", "--tag", tag, str(ROOT), timeout=900)
     # The builder leaves its build stages untagged; keep a day of them for its layer cache.
     docker("image", "prune", "--force", "--filter", "until=24h", check=False)
 
