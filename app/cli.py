@@ -1,4 +1,4 @@
-"""The `dalc` command: run dalc, apply migrations, or run the sweeper."""
+"""The `dalc` command: run dalc, apply migrations, run the sweeper, or purge what expired."""
 from __future__ import annotations
 
 import argparse
@@ -84,11 +84,33 @@ def _sweep(config: Config) -> None:
     runtime.close()
 
 
+# `dalc purge` reports a round (one log line) at least this often while it works through a backlog.
+PURGE_REPORT_SECONDS = 60.0
+
+
+def _purge(config: Config) -> None:
+    """Delete expired tasks and keys until none is left (the chart's CronJob runs this), then exit."""
+    from app.store import retention
+    from app.store.database import init_db
+    from app.telemetry.purge import report
+
+    init_db(config)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    policy = retention.Policy.from_config(config)
+    while True:
+        result = retention.purge(policy, budget_seconds=PURGE_REPORT_SECONDS, stopping=lambda: bool(stopping))
+        report(result)
+        if result.caught_up or stopping:
+            return
+
+
 COMMANDS = {
     "run": (_run, "start dalc: embedded without DALC_BROKER_URL, else gunicorn + dramatiq + sweeper"),
     "serve": (_serve, "serve the embedded shape in one process"),
     "migrate": (_migrate, "apply pending schema migrations and exit"),
-    "sweep": (_sweep, "run the sweeper that re-publishes overdue tasks"),
+    "sweep": (_sweep, "run the sweeper that re-publishes overdue tasks (and purges what expired)"),
+    "purge": (_purge, "delete the tasks and idempotency keys past their retention, then exit"),
 }
 
 

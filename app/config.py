@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,6 +53,14 @@ class Config:
     # The sweeper re-publishes a task that is not final this long after it was last published.
     sweep_after_seconds: float = 60.0
     sweep_interval_seconds: float = 5.0
+    # How long a final task, and an Idempotency-Key, is kept; zero keeps it forever (app/store/retention.py).
+    task_retention: dt.timedelta = dt.timedelta(days=7)
+    idempotency_retention: dt.timedelta = dt.timedelta(hours=24)
+    # The sweeper purges what expired this often (0: never; `dalc purge` still does), in batches of this
+    # many rows, resting this long after each so the task path keeps the database's attention.
+    purge_interval_seconds: float = 60.0
+    purge_batch_size: int = 1_000
+    purge_pause_seconds: float = 0.1
     # Embedded mode: worker threads beside the web.
     embedded_worker_threads: int = 4
     # gunicorn, production shape.
@@ -114,6 +123,7 @@ class Config:
             ("retry_max_backoff_ms", self.retry_min_backoff_ms <= self.retry_max_backoff_ms,
              "must not be below DALC_RETRY_MIN_BACKOFF_MS"),
             ("max_attempts", self.max_attempts >= 1, "must be at least 1"),
+            ("purge_batch_size", 1 <= self.purge_batch_size <= 100_000, "must be between 1 and 100000"),
             ("eval_max_result_digits", 1 <= self.eval_max_result_digits <= 100_000, "must be between 1 and 100000"),
             ("max_expression_length", 1 <= self.max_expression_length <= 1_000_000,
              "must be between 1 and 1000000"),
@@ -137,6 +147,19 @@ def _positive_float(raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be a finite number, not negative")
     return value
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> dt.timedelta:
+    """Parse `0` or a whole number with one unit: 30s, 90m, 12h, 7d."""
+    match = re.fullmatch(r"(\d{1,9})([smhd])", raw.lower())
+    if raw == "0":
+        return dt.timedelta(0)
+    if match is None:
+        raise ValueError("expected a duration such as 30s, 90m, 12h or 7d, or 0 for forever")
+    return dt.timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
 
 
 def _database_url(raw: str) -> str:
@@ -179,6 +202,8 @@ def _parser_for(annotation: str) -> Callable[[str], object]:
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "database_url": _database_url,
+    "task_retention": _duration,
+    "idempotency_retention": _duration,
     "broker_url": _broker_url,
     "queue_name": _queue_name,
     "log_level": _log_level,

@@ -15,7 +15,7 @@ from app.queue.actors import declare_actors
 from app.queue.broker import DeadLetterQueue, build_broker
 from app.queue.dispatch import BackgroundPublisher, Dispatcher
 from app.queue.sweeper import Sweeper
-from app.store import FINAL_CHANNEL
+from app.store import FINAL_CHANNEL, retention
 from app.store.database import db, init_db, is_postgres, retire_connections
 from app.store.group_insert import GroupInserter
 from app.store.notify import PostgresListener
@@ -117,5 +117,7 @@ def build_runtime(config: Config) -> Runtime:
         DeadLetterQueue(broker, config.queue_name),
         after_seconds=config.sweep_after_seconds,
         interval_seconds=config.sweep_interval_seconds,
+        purge_policy=retention.Policy.from_config(config),
+        purge_interval_seconds=config.purge_interval_seconds,
     )
     return Runtime(config, broker, actor, dispatcher, evaluator, sweeper)

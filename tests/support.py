@@ -94,6 +94,11 @@ def clean_tables() -> None:
         if db.table_exists("task"):
             db.execute_sql("DELETE FROM idempotency_key")
             db.execute_sql("DELETE FROM task")
+        if db.table_exists("purge_state"):  # the tasks just deleted did not expire
+            db.execute_sql("UPDATE purge_state SET task_id_frontier = 1, tasks_expired = 0, keys_expired = 0, "
+                           "rounds = 0, last_round_at = NULL, last_round_seconds = NULL, "
+                           "oldest_final_finished_at = NULL")
+            db.execute_sql("DELETE FROM unused_task_id")
 
 
 def _ephemeral_ports() -> range:

@@ -584,3 +584,30 @@ def test_the_makefile_has_the_kind_workflow_targets():
     assert "kind create cluster" in snippet and "--config kind-cluster.yaml" in snippet
     assert "kind load docker-image" in snippet
     assert "upgrade --install" in snippet and "--wait" in snippet
+
+
+def test_a_cron_job_runs_dalc_purge_with_the_retention_settings():
+    objects = render()
+    cron = one(objects, "CronJob", "dalc-purge")
+    assert cron["spec"]["schedule"] == "*/10 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    purge = containers(cron)[0]
+    assert purge["command"] == ["dalc", "purge"]
+    assert purge["envFrom"] == [{"configMapRef": {"name": "dalc"}}]
+    assert env_of(purge)["DALC_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "dalc-credentials", "key": "database-url"}
+    assert pod_spec(cron)["restartPolicy"] == "Never"
+    config = one(objects, "ConfigMap", "dalc")["data"]
+    assert (config["DALC_TASK_RETENTION"], config["DALC_IDEMPOTENCY_RETENTION"]) == ("7d", "24h")
+
+    objects = render(settings=("purge.enabled=false", "config.taskRetention=12h", "purge.schedule=0 * * * *"))
+    assert not find(objects, "CronJob")
+    assert one(objects, "ConfigMap", "dalc")["data"]["DALC_TASK_RETENTION"] == "12h"
+
+
+@pytest.mark.parametrize("setting", ["config.taskRetention=7 days", "config.idempotencyRetention=1w",
+                                     "purge.enabled=yes"])
+def test_the_schema_refuses_a_retention_dalc_would_refuse(setting):
+    done = run_helm(*template_args(settings=(setting,)), check=False)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr, done.stderr

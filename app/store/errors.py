@@ -10,3 +10,11 @@ class StoreUnavailable(DalcError):
 
 class IdempotencyConflict(DalcError):
     """The Idempotency-Key was used before with a different body."""
+
+
+class TasksExpired(DalcError):
+    """Tasks an Idempotency-Key created were purged after their retention; the key cannot answer them."""
+
+    def __init__(self, ids: list[int]):
+        super().__init__(f"tasks {ids} have expired")
+        self.ids = ids

@@ -77,10 +77,32 @@ def _v2_drop_the_sweepers_own_index() -> None:
     migrate_schema(migrator.drop_index("task", "task_open_published_at"))
 
 
+def _v3_task_and_key_expiry() -> None:
+    # What the purge (app/store/retention.py) keeps: one row with the task id frontier and its running
+    # totals, and the ranges of ids below the frontier that no task ever had (see retention.py).
+    db.execute_sql(
+        "CREATE TABLE purge_state ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " task_id_frontier BIGINT NOT NULL,"
+        " tasks_expired BIGINT NOT NULL,"
+        " keys_expired BIGINT NOT NULL,"
+        " rounds BIGINT NOT NULL,"
+        " last_round_at TIMESTAMP NULL,"
+        " last_round_seconds DOUBLE PRECISION NULL,"
+        " oldest_final_finished_at TIMESTAMP NULL)"
+    )
+    db.execute_sql("INSERT INTO purge_state VALUES (1, 1, 0, 0, 0, NULL, NULL, NULL)")
+    db.execute_sql("CREATE TABLE unused_task_id (first_id BIGINT PRIMARY KEY, last_id BIGINT NOT NULL)")
+    # Keys expire by age; without this index each purge batch would read the whole key table. Only
+    # requests with an Idempotency-Key pay for it, and the task table gets no index at all.
+    db.execute_sql("CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at)")
+
+
 # Append only: a released version never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "tasks and idempotency keys", _v1_tasks_and_idempotency_keys),
     (2, "drop the sweeper's own index", _v2_drop_the_sweepers_own_index),
+    (3, "task and key expiry", _v3_task_and_key_expiry),
 ]
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 import peewee
 
 from app.store.database import db, is_postgres, write_transaction
-from app.store.errors import IdempotencyConflict
+from app.store.errors import IdempotencyConflict, TasksExpired
 from app.store.models import (
     CANCELLED,
     FAILED,
@@ -33,6 +33,9 @@ class Idempotency:
     key: str
     request_hash: str
     batch: bool
+    # A key created before this is past DALC_IDEMPOTENCY_RETENTION: forgotten, even before a purge
+    # deletes it. None remembers keys forever.
+    remembered_since: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +87,7 @@ def create_tasks(
         try:
             with write_transaction():
                 ids = insert_rows(rows)
-                IdempotencyKey.insert(
-                    key=idempotency.key,
-                    request_hash=idempotency.request_hash,
-                    task_ids=",".join(map(str, ids)),
-                    batch=idempotency.batch,
-                    created_at=now,
-                ).execute()
+                _remember_key(idempotency, ids, now)
         except peewee.IntegrityError:
             # Another request with the same key committed first: answer what it created.
             earlier = _tasks_for_key(idempotency)
@@ -147,13 +144,37 @@ def insert_rows(rows: Sequence[Row]) -> list[int]:
     return sorted(r[0] for r in db.execute_sql(sql, params).fetchall())
 
 
+def _remember_key(idempotency: Idempotency, ids: list[int], now: dt.datetime) -> None:
+    """Store the key with its tasks, taking over a key past its retention; IntegrityError if it is live."""
+    p = db.param
+    sql = (f"INSERT INTO idempotency_key (key, request_hash, task_ids, batch, created_at) "
+           f"VALUES ({p}, {p}, {p}, {p}, {p})")
+    params = [idempotency.key, idempotency.request_hash, ",".join(map(str, ids)), idempotency.batch, now]
+    if idempotency.remembered_since is None:
+        db.execute_sql(sql, params)
+        return
+    sql += (
+        " ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, task_ids = excluded.task_ids,"
+        f" batch = excluded.batch, created_at = excluded.created_at WHERE idempotency_key.created_at < {p}"
+        " RETURNING key"
+    )
+    if db.execute_sql(sql, [*params, idempotency.remembered_since]).fetchone() is None:
+        raise peewee.IntegrityError(f"Idempotency-Key {idempotency.key!r} is in use")
+
+
 def _tasks_for_key(idempotency: Idempotency) -> list[Task] | None:
     row = IdempotencyKey.get_or_none(IdempotencyKey.key == idempotency.key)
-    if row is None:
+    if row is None or (idempotency.remembered_since is not None and row.created_at < idempotency.remembered_since):
         return None
     if row.request_hash != idempotency.request_hash or row.batch != idempotency.batch:
         raise IdempotencyConflict(idempotency.key)
-    return get_tasks(row.ids)
+    tasks = get_tasks(row.ids)
+    if len(tasks) < len(row.ids):
+        # The key outlived its tasks (DALC_TASK_RETENTION is the shorter): answering a new task would
+        # break the key's promise, answering nothing would hide why.
+        found = {t.id for t in tasks}
+        raise TasksExpired([i for i in row.ids if i not in found])
+    return tasks
 
 
 # Reads are plain SQL for the same reason as _insert_tasks: Peewee spends about 0.4 ms of CPU building

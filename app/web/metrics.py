@@ -11,6 +11,7 @@ from app import store
 from app.store.database import UNAVAILABLE_ERRORS
 from app.store.models import utcnow
 from app.telemetry import metrics
+from app.telemetry.purge import PurgeTotals
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def scrape():
     """Answer the metrics of every process of this web, in the Prometheus text format."""
     config = current_app.extensions["dalc"].config
-    body, content_type = metrics.exposition([OverdueTasks(config.sweep_after_seconds, config.sweep_interval_seconds)])
+    body, content_type = metrics.exposition(
+        [OverdueTasks(config.sweep_after_seconds, config.sweep_interval_seconds), PurgeTotals()])
     return body, 200, {"Content-Type": content_type}
 
 

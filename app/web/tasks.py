@@ -8,7 +8,8 @@ import re
 from flask import Blueprint, current_app, request, url_for
 
 from app import store
-from app.store.models import STATUSES
+from app.store import retention
+from app.store.models import STATUSES, utcnow
 from app.telemetry import tasks as task_events
 from app.telemetry import tracing
 from app.web.problems import ProblemError
@@ -52,6 +53,12 @@ def create():
             409, "idempotency_key_reused",
             "This Idempotency-Key was used before with a different body; use a new key for a new request.",
         ) from None
+    except store.TasksExpired as exc:
+        raise ProblemError(
+            410, "task_expired",
+            f"The task(s) this Idempotency-Key created ({', '.join(map(str, exc.ids))}) have expired and "
+            "were deleted; send the request with a new key to run it again.",
+        ) from None
     if created:
         _runtime().publisher.submit([t.id for t in tasks], tracing.current_context())
         task_events.accepted(tasks)
@@ -84,7 +91,7 @@ def read(raw_id: str):
     wait = _wait_seconds()
     task = store.wait_for_final(task_id, wait, pushed=_runtime().finals_pushed()) if wait else store.get_task(task_id)
     if task is None:
-        raise _not_found(task_id)
+        raise _missing(task_id)
     return task.to_dict()
 
 
@@ -94,7 +101,7 @@ def cancel(raw_id: str):
     task_id = _task_id(raw_id)
     task, cancelled = store.cancel_task(task_id)
     if task is None:
-        raise _not_found(task_id)
+        raise _missing(task_id)
     if not cancelled:
         raise ProblemError(
             409, "task_final", f"Task {task_id} is already {task.status} and can no longer be cancelled."
@@ -169,7 +176,9 @@ def _idempotency(body, batch: bool) -> store.Idempotency | None:
         )
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-    return store.Idempotency(key=key, request_hash=digest, batch=batch)
+    retained = _runtime().config.idempotency_retention
+    return store.Idempotency(key=key, request_hash=digest, batch=batch,
+                             remembered_since=utcnow() - retained if retained else None)
 
 
 def _task_id(raw: str) -> int:
@@ -185,6 +194,16 @@ def _task_id(raw: str) -> int:
 
 def _not_found(task_id) -> ProblemError:
     return ProblemError(404, "task_not_found", f"There is no task with id {task_id}.")
+
+
+def _missing(task_id: int) -> ProblemError:
+    """Answer a task id without a row: 410 if its task expired, 404 if there never was one."""
+    if retention.was_expired(task_id):
+        return ProblemError(
+            410, "task_expired",
+            f"Task {task_id} finished longer ago than the service keeps tasks, and was deleted.",
+        )
+    return _not_found(task_id)
 
 
 def _wait_seconds() -> float:

@@ -93,6 +93,8 @@ def pod_spec(obj: dict) -> dict | None:
         return obj["spec"]
     if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
         return obj["spec"]["template"]["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return None
 
 
