@@ -28,9 +28,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/lint-imports --no-cache
 
-## bench: measure throughput and latency of the production shape on the real services
+## bench: throughput and latency of the production shape on the real services, and what expiry costs it
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_purge.py
 	$(BIN)/python benchmarks/bench_evaluator.py
 
 ## fuzz: a long fuzz run of the expression evaluator

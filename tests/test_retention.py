@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -105,7 +106,8 @@ def test_keys_past_retention_can_be_reused(client):
     assert client.post("/tasks", json={"expression": "9 + 9"}, headers=headers).status_code == 409
     with db.connection_context():
         db.execute_sql("UPDATE idempotency_key SET created_at = %s", [utcnow() - dt.timedelta(days=2)])
-    # Past its retention (a day, by default) the key is forgotten at once, before any purge ran: a new body is a new request.
+    # Past its retention (a day by default) the key is forgotten at once, before any purge ran:
+    # a new body is a new request.
     again = client.post("/tasks", json={"expression": "9 + 9"}, headers=headers)
     assert again.status_code == 202 and again.get_json()["id"] != first["id"]
     assert client.post("/tasks", json={"expression": "9 + 9"}, headers=headers).status_code == 200
@@ -128,31 +130,35 @@ def test_a_key_that_outlived_its_tasks_answers_410(client):
     assert_expired(response, task["id"])
 
 
-def test_two_purgers_together_delete_each_row_once(app):
+def test_purgers_take_turns_and_delete_each_row_once(app):
     ids = add_tasks(3000, COMPLETED, age=2 * HOUR)
+    policy = retention.Policy(HOUR, HOUR, batch_size=50, pause_seconds=0)
+    paused, resume = threading.Event(), threading.Event()
+
+    def pause_once() -> bool:  # the first purger rests mid-round, holding the purgers' lock
+        if not paused.is_set():
+            paused.set()
+            resume.wait(60)
+        return False
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(purge, policy, stopping=pause_once)
+        assert paused.wait(30)
+        second = purge(policy)
+        resume.set()
+        assert (second.skipped, second.tasks) == (True, 0)
+        assert (first.result().skipped, first.result().tasks) == (False, len(ids))
+    # Started together, however their rounds interleave, each row goes once.
+    more = add_tasks(3000, FAILED, age=2 * HOUR)
+    with ThreadPoolExecutor(2) as pool:
+        counts = [r.result().tasks for r in [pool.submit(purge, policy) for _ in range(2)]]
+    assert sum(counts) == len(more)
+    assert existing(ids + more) == set()
     with db.connection_context():
-        retention.advance_frontier(utcnow() - HOUR)  # as an earlier round would have
-    counts, errors = [], []
-
-    def purger():
-        try:
-            counts.append(purge(retention.Policy(HOUR, HOUR, batch_size=50, pause_seconds=0)).tasks)
-        except Exception as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=purger) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert sum(counts) == len(ids)
-    assert existing(ids) == set()
-    with db.connection_context():
-        assert retention.totals().tasks_expired == len(ids)
+        assert retention.totals().tasks_expired == len(ids) + len(more)
 
 
-def test_a_purge_holding_its_rows_blocks_neither_another_purger_nor_the_task_path(client):
+def test_a_purge_statement_in_flight_never_blocks_the_task_path(client):
     doomed = add_tasks(200, COMPLETED, age=2 * HOUR)
     with db.connection_context():
         frontier = retention.advance_frontier(utcnow() - HOUR)
@@ -172,9 +178,7 @@ def test_a_purge_holding_its_rows_blocks_neither_another_purger_nor_the_task_pat
         with db.connection_context():
             db.execute_sql("SET lock_timeout = '5s'")  # a wait now fails the test instead of hanging it
             try:
-                # Another purger takes the rest, skipping the locked rows instead of waiting for them.
-                assert purge().tasks == 150
-                # The task path: create, read, claim, finish, cancel (also of a row the purge holds), list.
+                # The task path: create, read, claim, finish, cancel (also of a row being deleted), list.
                 created = client.post("/tasks", json={"expression": "2 * 21"}).get_json()
                 keyed = client.post("/tasks", json={"expression": "1"}, headers={"Idempotency-Key": "k"})
                 assert keyed.status_code == 202
@@ -191,6 +195,7 @@ def test_a_purge_holding_its_rows_blocks_neither_another_purger_nor_the_task_pat
         release.set()
         thread.join()
     assert outcome == [50]
+    assert purge().tasks == 150
     assert existing(doomed) == set()
 
 

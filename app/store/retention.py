@@ -1,13 +1,25 @@
 """Expiry: final tasks and Idempotency-Keys are deleted once their retention has passed.
 
 Open tasks (SCHEDULED, RUNNING) are never expired. A purge round deletes what expired in small batches,
-each one statement, so no lock is held for long; rows are taken FOR UPDATE SKIP LOCKED, so purgers
-running together (sweepers, `dalc purge`) split the work and never wait for each other. The task path
-never waits for a purge either: it only ever writes open tasks, and a purge only locks final ones.
+each one statement, resting between them. Purgers (sweepers, `dalc purge`) take turns: a round holds an
+advisory lock of its own, and a purger that finds it held skips its round, since another is at work.
+The task path never takes that lock, and never waits for a purge: it only ever writes open tasks, and a
+purge only deletes final ones. (Rows are not taken FOR UPDATE SKIP LOCKED, which would let purgers run
+at once: locking a row writes it, and measured, it doubled the WAL of a purge.)
 
 Batched DELETEs rather than a task table partitioned by time, whose expired partitions would be dropped
-whole, for what benchmarks/bench_partitioning.py measured and for what partitions would cost:
-PARTITIONING_FINDINGS below.
+whole, for what benchmarks/bench_partitioning.py measured (2026-12-04, two cores shared with other
+work, load average about 10):
+- The task path (INSERT, claim, outcome, read by id) cost PostgreSQL 870 us of CPU per task on the plain
+  table and 997 us on one partitioned by ranges of 100,000 ids: a median ratio of 1.02 over six
+  interleaved pairs, which ranged from 0.89 to 1.34. No difference this machine can see.
+- Dropping a partition of 99,999 tasks took 0.027 s; deleting them in batches of 1,000 took 1.18 s
+  (85,000 tasks/s; 217,000/s in another run). At the 1,000 tasks/s dalc sustains that is about 1% of
+  one core, which is all partitions could save.
+- What partitions would cost instead: a partition may go only once every task in it is final and past
+  its retention, so an open task (never expired) would have to be moved out first, a DELETE and an
+  INSERT, the very work saved; an existing table has to be rewritten to become partitioned; partitions
+  have to be created ahead of the ids; and SQLite, the embedded shape, has none.
 
 Telling "expired" from "never existed": ids come from one sequence and only grow, but not every id
 became a task (an INSERT rolled back, a server crash skipping sequence values). So the purge keeps a
@@ -21,19 +33,15 @@ after all, that task answers "not found" rather than "expired" once it has expir
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from app.config import Config
 from app.store.database import db, is_postgres, write_transaction
 from app.store.models import CANCELLED, COMPLETED, FAILED, utcnow
-
-PARTITIONING_FINDINGS = """\
-Measured by benchmarks/bench_partitioning.py (see the README's Performance section for the run):
-filled in below by the benchmark's figures.
-"""
 
 # Any constant works; only purgers take it, never the task path. Distinct from the migration lock.
 PURGE_LOCK_KEY = 0x64616C64
@@ -69,6 +77,8 @@ class Round:
     seconds: float = 0.0
     # False when the round ran out of time (or was stopped) with expired rows left.
     caught_up: bool = True
+    # True when another purger held the lock: this round did nothing.
+    skipped: bool = False
     oldest_final_finished_at: dt.datetime | None = None
 
     @property
@@ -112,7 +122,10 @@ def purge(policy: Policy, *, budget_seconds: float | None = None,
                 return deleted
             time.sleep(policy.pause_seconds)  # let the task path have the database between batches
 
-    with db.connection_context():
+    with db.connection_context(), _round_lock() as locked:
+        if not locked:
+            result.skipped = True
+            return result
         if policy.task_retention is not None:
             cutoff = result.at - policy.task_retention
             frontier = advance_frontier(cutoff)
@@ -144,20 +157,32 @@ def purge(policy: Policy, *, budget_seconds: float | None = None,
     return result
 
 
+@contextlib.contextmanager
+def _round_lock() -> Iterator[bool]:
+    """Hold the purgers' lock for the block if no other purger does; yield whether it is held.
+
+    A session lock, so that it spans the round's many transactions; it goes with the connection if
+    the process dies. SQLite serialises writers by itself.
+    """
+    if not is_postgres():
+        yield True
+        return
+    locked = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (PURGE_LOCK_KEY,)).fetchone()[0]
+    try:
+        yield locked
+    finally:
+        if locked:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (PURGE_LOCK_KEY,))
+
+
 def advance_frontier(cutoff: dt.datetime) -> int:
     """Move the task id frontier up to the first task created since `cutoff`; return the frontier.
 
-    One purger at a time moves it (a transaction-scoped advisory lock); another that finds it taken
-    works below the frontier as last committed.
+    Only the purger holding the round's lock calls it.
     """
     p = db.param
     with write_transaction():
-        locked = True
-        if is_postgres():
-            locked = db.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (PURGE_LOCK_KEY,)).fetchone()[0]
         frontier = db.execute_sql("SELECT task_id_frontier FROM purge_state WHERE id = 1").fetchone()[0]
-        if not locked:
-            return frontier
         bound = _first_id_created_since(cutoff, frontier)
         if bound <= frontier:
             return frontier
@@ -214,44 +239,28 @@ def delete_expired_tasks(status: str, cutoff: dt.datetime, *, below: int, after:
     """Delete up to `limit` tasks of a final status that finished before `cutoff`, lowest ids first.
 
     Only ids between `after` and `below` (the frontier) are looked at. Returns how many were deleted
-    and the highest id deleted. The (status, id) index walks the candidates in id order, skipping the
-    other statuses without reading them.
+    and the highest id deleted. An index (the primary key, or (status, id) for a rare status) walks the
+    candidates in id order, from where the previous batch stopped.
     """
     p = db.param
-    where = f"status = {p} AND id > {p} AND id < {p} AND finished_at < {p}"
-    params = [status, after, below, cutoff, limit]
-    if is_postgres():
-        sql = (
-            f"WITH doomed AS (SELECT id FROM task WHERE {where} ORDER BY id LIMIT {p} FOR UPDATE SKIP LOCKED), "
-            "gone AS (DELETE FROM task WHERE id IN (SELECT id FROM doomed) RETURNING id) "
-            "SELECT count(*), max(id) FROM gone"
-        )
-        n, last = db.execute_sql(sql, params).fetchone()
-        return n, last
-    candidates = f"SELECT id FROM task WHERE {where} ORDER BY id LIMIT {p}"
+    sql = (
+        f"DELETE FROM task WHERE id IN (SELECT id FROM task WHERE status = {p} AND id > {p} AND id < {p} "
+        f"AND finished_at < {p} ORDER BY id LIMIT {p}) RETURNING id"
+    )
     with write_transaction():
-        n, last = db.execute_sql(f"SELECT count(*), max(id) FROM ({candidates})", params).fetchone()
-        if n:
-            db.execute_sql(f"DELETE FROM task WHERE id IN ({candidates})", params)
-    return n, last
+        ids = [row[0] for row in db.execute_sql(sql, [status, after, below, cutoff, limit]).fetchall()]
+    return len(ids), max(ids, default=None)
 
 
 def delete_expired_keys(cutoff: dt.datetime, *, limit: int) -> int:
     """Forget up to `limit` Idempotency-Keys created before `cutoff`, oldest first; return how many."""
     p = db.param
-    candidates = f"SELECT key FROM idempotency_key WHERE created_at < {p} ORDER BY created_at LIMIT {p}"
-    if is_postgres():
-        sql = (
-            f"WITH doomed AS ({candidates} FOR UPDATE SKIP LOCKED), "
-            "gone AS (DELETE FROM idempotency_key WHERE key IN (SELECT key FROM doomed) RETURNING 1) "
-            "SELECT count(*) FROM gone"
-        )
-        return db.execute_sql(sql, [cutoff, limit]).fetchone()[0]
+    sql = (
+        f"DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < {p} "
+        f"ORDER BY created_at LIMIT {p}) RETURNING key"
+    )
     with write_transaction():
-        n = db.execute_sql(f"SELECT count(*) FROM ({candidates})", [cutoff, limit]).fetchone()[0]
-        if n:
-            db.execute_sql(f"DELETE FROM idempotency_key WHERE key IN ({candidates})", [cutoff, limit])
-    return n
+        return len(db.execute_sql(sql, [cutoff, limit]).fetchall())
 
 
 def was_expired(task_id: int) -> bool:

@@ -18,6 +18,9 @@ log = logging.getLogger("app.purge")
 
 def report(result: retention.Round) -> None:
     """Log one line for a purge round."""
+    if result.skipped:
+        log.info("purge round skipped: another purger is at work", extra={"skipped": True})
+        return
     age = result.oldest_final_age
     kept = f"the oldest final task kept finished {_human(age.total_seconds())} ago" if age else "no final task kept"
     log.info(
