@@ -60,7 +60,7 @@ class Config:
     # many rows, resting this long after each so the task path keeps the database's attention.
     purge_interval_seconds: float = 60.0
     purge_batch_size: int = 1_000
-    purge_pause_seconds: float = 0.1
+    purge_pause_seconds: float = 0.5
     # Embedded mode: worker threads beside the web.
     embedded_worker_threads: int = 4
     # gunicorn, production shape.

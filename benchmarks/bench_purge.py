@@ -42,7 +42,7 @@ def settings() -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=int(os.environ.get("BENCH_PURGE_BACKLOG", 2_000_000)))
     parser.add_argument("--tasks", type=int, default=int(os.environ.get("BENCH_PURGE_TASKS", 3_000)),
                         help="single submissions per run")
-    parser.add_argument("--pairs", type=int, default=int(os.environ.get("BENCH_PURGE_PAIRS", 4)))
+    parser.add_argument("--pairs", type=int, default=int(os.environ.get("BENCH_PURGE_PAIRS", 6)))
     parser.add_argument("--steady-seconds", type=int, default=int(os.environ.get("BENCH_PURGE_STEADY_SECONDS", 90)),
                         help="how long the steady ingest runs")
     parser.add_argument("--steady-rate", type=int, default=int(os.environ.get("BENCH_PURGE_STEADY_RATE", 1_000)),
@@ -64,6 +64,8 @@ def steady_ingest(args, port: int, env: dict, logs: Path, cur) -> None:
     ), logs / "sweeper.log")
     cur.execute("SELECT coalesce(max(id), 0) FROM task")
     first = cur.fetchone()[0]
+    cur.execute("SELECT tasks_expired FROM purge_state WHERE id = 1")
+    expired_before = cur.fetchone()[0]
 
     def sample():
         conn = psycopg2.connect(cur.connection.dsn)
@@ -77,6 +79,7 @@ def steady_ingest(args, port: int, env: dict, logs: Path, cur) -> None:
                 c.execute("SELECT tasks_expired, oldest_final_finished_at, last_round_at "
                           "FROM purge_state WHERE id = 1")
                 expired, oldest, last = c.fetchone()
+                expired -= expired_before
                 age = (last - oldest).total_seconds() if oldest and last else float("nan")
                 sampled.append((time.time() - began, issued, rows, kept, expired, age))
                 print(f"  t={time.time() - began:4.0f} s: {issued:7,} tasks submitted, {rows:7,} rows kept "
@@ -184,13 +187,15 @@ def main() -> None:
               f"{statistics.median(purge_rates):,.0f} tasks/s", flush=True)
 
         left, began = backlog_left(), time.time()
-        drain = Process([str(BIN / "dalc"), "purge"], purge_env, logs / "purge-drain.log")
+        # As fast as one purger goes: no rest between batches.
+        drain = Process([str(BIN / "dalc"), "purge"], dict(purge_env, DALC_PURGE_PAUSE_SECONDS="0"),
+                        logs / "purge-drain.log")
         if drain.popen.wait(3600) != 0:
             raise SystemExit(drain.output())
         drain.stop()
-        seconds = time.time() - began
-        print(f"the rest of the backlog, {left - backlog_left():,} tasks, went in {seconds:.1f} s with no other "
-              f"load ({(left - backlog_left()) / seconds:,.0f} tasks/s, including the command's start)", flush=True)
+        seconds, gone = time.time() - began, left - backlog_left()
+        print(f"the rest of the backlog, {gone:,} tasks, went in {seconds:.1f} s with no other load and no rest "
+              f"between batches ({gone / seconds:,.0f} tasks/s, including the command's start)", flush=True)
         steady_ingest(args, port, env, logs, cur)
     finally:
         for process in reversed(processes):

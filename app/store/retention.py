@@ -58,7 +58,7 @@ class Policy:
     task_retention: dt.timedelta | None
     key_retention: dt.timedelta | None
     batch_size: int = 1_000
-    pause_seconds: float = 0.1
+    pause_seconds: float = 0.5
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
