@@ -91,7 +91,7 @@ PURGE_REPORT_SECONDS = 60.0
 def _purge(config: Config) -> None:
     """Delete expired tasks and keys until none is left (the chart's CronJob runs this), then exit."""
     from app.store import retention
-    from app.store.database import init_db
+    from app.store.database import UNAVAILABLE_ERRORS, init_db
     from app.telemetry.purge import report
 
     init_db(config)
@@ -99,7 +99,12 @@ def _purge(config: Config) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     policy = retention.Policy.from_config(config)
     while True:
-        result = retention.purge(policy, budget_seconds=PURGE_REPORT_SECONDS, stopping=lambda: bool(stopping))
+        try:
+            result = retention.purge(policy, budget_seconds=PURGE_REPORT_SECONDS, stopping=lambda: bool(stopping))
+        except UNAVAILABLE_ERRORS as exc:
+            # What was deleted stays deleted; the next run (the CronJob's, or a retry) goes on from there.
+            log.error("purge: cannot reach the database: %s", exc)
+            raise SystemExit(1) from None
         report(result)
         if result.caught_up or stopping:
             return

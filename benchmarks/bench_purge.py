@@ -1,7 +1,7 @@
 """Measure what expiry costs the task path, and how fast it clears a backlog.
 
 Loads a backlog of finished tasks past DALC_TASK_RETENTION straight in SQL (a few million by default),
-starts gunicorn and the dramatiq CLI as bench_service.py does, then runs single submissions in
+starts gunicorn and the dramatiq CLI as bench_service.py does (with fewer threads), then runs single submissions in
 interleaved pairs of runs: one with no purge, one while `dalc purge` (default settings) removes the
 backlog. Prints each run's throughput, their ratio, the purge's rate while the task path was busy,
 and finally how fast the rest of the backlog went with no load. Asserts nothing.
@@ -117,6 +117,9 @@ def main() -> None:
         DALC_QUEUE_NAME=queue,
         DALC_PORT=str(port),
         DALC_LOG_LEVEL="WARNING",
+        # Fewer connections than bench_service.py's shape: the machine's PostgreSQL (100 at most) is shared.
+        DALC_WEB_THREADS="8",
+        DALC_DB_POOL_SIZE="12",
     )
     purge_env = dict(env, DALC_LOG_LEVEL="INFO")
     if args.purge_pause is not None:
@@ -139,7 +142,8 @@ def main() -> None:
         top, size = cur.fetchone()
         print(f"purge benchmark: {os.cpu_count()} cores, shared with other work (figures are noisy); "
               f"a backlog of {args.backlog:,} finished tasks 8 days old ({size}) loaded in "
-              f"{time.time() - started:.0f} s; retention 7d; `dalc purge` with DALC_PURGE_PAUSE_SECONDS="
+              f"{time.time() - started:.0f} s; web 2x8 threads, workers 1x8; retention 7d; "
+              f"`dalc purge` with DALC_PURGE_PAUSE_SECONDS="
               f"{args.purge_pause or 'default'}",
               flush=True)
 
@@ -151,7 +155,7 @@ def main() -> None:
                       env, logs / "web.log")
         processes.append(web)
         wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
-        processes.append(Process([str(BIN / "dramatiq"), "app.worker", "--processes", "2", "--threads", "8"],
+        processes.append(Process([str(BIN / "dramatiq"), "app.worker", "--processes", "1", "--threads", "8"],
                                  env, logs / "worker.log"))
         time.sleep(2)
         wait_final(dsn, run_load(port, [{"expression": "1 + 1"}] * 300, 8))  # warm-up
@@ -168,8 +172,8 @@ def main() -> None:
             submitted = run_load(port, bodies, 16)
             finished = wait_final(dsn, submitted)
             rate = len(submitted) / (max(finished.values()) - sent)
-            if purger is not None:
-                purger.stop()
+            if purger is not None and purger.stop() != 0:
+                raise SystemExit(f"the purge failed:\n{purger.output()[-3000:]}")
             return rate, before - backlog_left(), time.time() - began
 
         ratios, purge_rates = [], []

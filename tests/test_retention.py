@@ -246,6 +246,15 @@ def test_the_purge_command_empties_the_backlog_and_exits(pg_url, app, tmp_path):
     assert '"tasks_expired": 500' in command.output()
 
 
+def test_the_purge_command_says_so_and_fails_when_the_database_is_away(tmp_path):
+    env = dalc_env(DALC_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere", DALC_LOG_FORMAT="text")
+    command = Process([str(BIN / "dalc"), "purge"], env, tmp_path / "purge.log")
+    assert command.popen.wait(60) == 1
+    command.stop()
+    assert "purge: cannot reach the database" in command.output()
+    assert "Traceback" not in command.output()
+
+
 def test_the_embedded_shape_on_sqlite_expires_tasks_too(tmp_path):
     config = Config(database_url=f"sqlite:///{tmp_path / 'dalc.db'}", broker_url=None)
     application = create_app(config)
