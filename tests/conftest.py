@@ -8,7 +8,18 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from support import AMQP_URL, RUN_ID, clean_tables, delete_queues, own_database, require_service
+from support import (
+    AMQP_URL,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RUN_ID,
+    clean_tables,
+    delete_queues,
+    own_database,
+    require,
+    require_service,
+    serve,
+)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +85,37 @@ def embedded_app(tmp_path):
     yield application
     application.extensions["dalc"].close()
 
+
+
+@pytest.fixture
+def live_url(app):
+    """The test's app served over real HTTP (PostgreSQL and RabbitMQ behind it)."""
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, one for the whole run."""
+    require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; the test fails if the page logs an error or breaks its Content-Security-Policy."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(20_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("dialog", lambda dialog: (errors.append(f"dialog opened: {dialog.message}"), dialog.dismiss()))
+    yield tab
+    context.close()
+    assert errors == [], f"the page reported errors: {errors}"

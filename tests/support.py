@@ -190,3 +190,36 @@ def wait_for_http(url: str, process: Process, timeout: float = 30.0) -> None:
             return False
 
     wait_until(up, timeout=timeout, interval=0.2)
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """Serve a Flask app over real HTTP from a thread for the block; yield its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    def closing(environ, start_response):
+        # werkzeug starts a thread per request, and a thread keeps its pooled connection: hand it back.
+        try:
+            yield from app(environ, start_response)
+        finally:
+            if not db.is_closed():
+                db.close()
+
+    server = make_server("127.0.0.1", 0, closing, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Debian's Chromium: Playwright's own browser download cannot work on these machines.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]

@@ -68,9 +68,9 @@ class Task(BaseModel):
             "result": json.loads(self.result) if self.result is not None else None,
             "error_code": self.error_code,
             "error_message": self.error_message,
-            "created_at": _timestamp(self.created_at),
-            "started_at": _timestamp(self.started_at),
-            "finished_at": _timestamp(self.finished_at),
+            "created_at": iso_timestamp(self.created_at),
+            "started_at": iso_timestamp(self.started_at),
+            "finished_at": iso_timestamp(self.finished_at),
             "attempts": self.attempts,
             "trace_id": self.trace_id,
         }
@@ -94,7 +94,8 @@ class IdempotencyKey(BaseModel):
         return [int(part) for part in self.task_ids.split(",")]
 
 
-def _timestamp(value: dt.datetime | str | None) -> str | None:
+def iso_timestamp(value: dt.datetime | str | None) -> str | None:
+    """Write a stored timestamp as the API does: ISO 8601, UTC, microseconds."""
     if value is None:
         return None
     if isinstance(value, str):  # SQLite hands back text where a raw UPDATE wrote it
