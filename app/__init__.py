@@ -21,7 +21,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     config = config or Config.from_env()
     logs.setup_logging(config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the page serves its own (app/web/static)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     app.json.compact = True

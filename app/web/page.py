@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, render_template
 from app.store.models import OPEN_STATUSES, STATUSES
 
 # The blueprint owns the package's templates and static files, which the dashboard and the docs use too.
-bp = Blueprint("page", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
+bp = Blueprint("page", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 
 
 @bp.get("/")

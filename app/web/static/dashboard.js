@@ -43,7 +43,7 @@ function lineChart(chart, legend, times, series) {
   series.forEach((s, n) => {
     let points = [];
     const flush = () => {
-      if (points.length) nodes.push(svg("polyline", { class: `series series-${n + 1}`, "data-series": s.name,
+      if (points.length > 1) nodes.push(svg("polyline", { class: `series series-${n + 1}`, "data-series": s.name,
         points: points.join(" ") }));
       points = [];
     };
@@ -52,7 +52,7 @@ function lineChart(chart, legend, times, series) {
     // A dot on each value that stands alone, which a line cannot show.
     s.values.forEach((v, i) => {
       const alone = (i === 0 || s.values[i - 1] === null) && (i === s.values.length - 1 || s.values[i + 1] === null);
-      if (v !== null && alone) nodes.push(svg("circle", { class: `dot series-${n + 1}`, cx: x(i), cy: y(v), r: 4 }));
+      if (v !== null && alone) nodes.push(svg("circle", { class: `dot series-${n + 1}`, "data-series": s.name, cx: x(i), cy: y(v), r: 4 }));
     });
   });
   chart.replaceChildren(...nodes);
