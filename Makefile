@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench fuzz chaos clean
+.PHONY: install run test lint bench fuzz chaos screenshots clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ fuzz: $(STAMP)
 ## chaos: the full fault-injection suite against real processes (private PostgreSQL and RabbitMQ)
 chaos: $(STAMP)
 	$(BIN)/python tests/harness/chaos.py
+
+## screenshots: save docs/page.png and docs/dashboard.png from an embedded dalc under a little load (Chromium)
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshots.py
 
 ## clean: remove .venv, caches and the embedded database
 clean:

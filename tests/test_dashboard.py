@@ -33,12 +33,12 @@ def test_activity_counts_submitted_finished_and_failed_tasks_by_bucket(app):
         _record([tasks[0].id, tasks[1].id],
                 {"status": COMPLETED, "result": "42", "finished_at": finished},
                 {"status": FAILED, "error_code": "division_by_zero", "error_message": "no", "finished_at": finished})
-        activity = stats.activity(now=utcnow() + LATER)
+        activity = stats.Tracker().activity(now=utcnow() + LATER)
     assert _totals(activity) == (3, 2, 1)
     assert activity.failures == {"division_by_zero": 1}
     assert activity.open_tasks == {"SCHEDULED": 1, "RUNNING": 0}
     [busy] = [b for b in activity.buckets if b.finished]
-    assert 0.02 <= busy.latency_p50 <= 0.05  # both took 30 ms: the 20-50 ms bin
+    assert 0.02 <= busy.latency_p50 <= 0.05  # both took 30 ms (estimated within its bin)
     assert len(activity.buckets) == stats.WINDOW_SECONDS // stats.BUCKET_SECONDS
 
 
@@ -46,8 +46,23 @@ def test_the_bucket_still_filling_is_left_out(app):
     with app.app_context():
         before = utcnow()
         store.create_tasks(["1 + 1"])
-        assert _totals(stats.activity(now=before)) == (0, 0, 0)
-        assert _totals(stats.activity(now=utcnow() + LATER)) == (1, 0, 0)
+        assert _totals(stats.Tracker().activity(now=before)) == (0, 0, 0)
+        assert _totals(stats.Tracker().activity(now=utcnow() + LATER)) == (1, 0, 0)
+
+
+def test_a_tracker_reads_only_new_buckets_and_answers_as_a_fresh_one_would(app):
+    with app.app_context():
+        tracker = stats.Tracker()
+        first, _ = store.create_tasks(["1 + 1", "2 + 2"])
+        tracker.activity(now=utcnow() + LATER)
+        later = dt.timedelta(seconds=3 * stats.BUCKET_SECONDS)
+        # What happens next happens after the buckets the tracker read (time moves on by `later`).
+        _record([first[0].id], {"status": COMPLETED, "result": "2", "finished_at": utcnow() + later})
+        store.insert_rows([("3 + 3", utcnow() + later, None)])
+        now = utcnow() + later + LATER
+        kept, fresh = tracker.activity(now=now), stats.Tracker().activity(now=now)
+    assert kept.buckets == fresh.buckets
+    assert _totals(kept) == (3, 1, 0)
 
 
 def test_activity_reads_the_embedded_shapes_sqlite_too(embedded_app):
@@ -56,7 +71,7 @@ def test_activity_reads_the_embedded_shapes_sqlite_too(embedded_app):
     for task_id in ids:
         assert client.get(f"/tasks/{task_id}?wait=10").json["status"] in (COMPLETED, FAILED)
     with embedded_app.app_context():
-        activity = stats.activity(now=utcnow() + LATER)
+        activity = stats.Tracker().activity(now=utcnow() + LATER)
     assert _totals(activity) == (2, 2, 1)
     assert activity.failures == {"undefined_name": 1}
     assert all(b.latency_p95 is not None for b in activity.buckets if b.finished)
@@ -65,8 +80,10 @@ def test_activity_reads_the_embedded_shapes_sqlite_too(embedded_app):
 def test_quantiles_are_interpolated_within_their_bin():
     counts = [0] * (len(stats.LATENCY_BOUNDS) + 1)
     assert stats.quantile(0.5, counts) is None
-    counts[stats.LATENCY_BOUNDS.index(0.05)] = 10  # ten tasks between 20 and 50 ms
-    assert abs(stats.quantile(0.5, counts) - 0.035) < 1e-9
+    upper = stats.LATENCY_BOUNDS.index(0.05)
+    counts[upper] = 10  # ten tasks in the bin that ends at 50 ms
+    low = stats.LATENCY_BOUNDS[upper - 1]
+    assert abs(stats.quantile(0.5, counts) - (low + (0.05 - low) / 2)) < 1e-9
     counts[-1] = 90  # ninety beyond the last bound: only that bound is known
     assert stats.quantile(0.95, counts) == stats.LATENCY_BOUNDS[-1]
 

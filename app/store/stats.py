@@ -1,7 +1,9 @@
 """What the dashboard shows of the tasks: submitted and finished over the last minutes, failures, open tasks.
 
-A few aggregate statements, cheap enough to run every few seconds under load: the window's tasks are
-found through the primary key (ids grow with created_at), so no index is added to the task path.
+A bucket of time that is complete never changes again (a task is created, and finishes, at the moment it
+is written), so a Tracker keeps the window's buckets and each refresh reads only the rows of the buckets
+completed since the one before. The rows are found through the primary key (ids grow with created_at):
+no index is added to the task path.
 """
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ from app.store.models import COMPLETED, FAILED, OPEN_STATUSES, utcnow
 
 WINDOW_SECONDS = 300
 BUCKET_SECONDS = 5
-# A task counts as finished in the window when it was submitted at most this long before the window;
-# looking further back would scan more of the table at every refresh.
+# A bucket is read once it ended this long ago: a row is written a moment after its timestamp is taken.
+SETTLE_SECONDS = 1
+# A task counts as finished in a bucket when it was submitted at most this long before the bucket;
+# looking further back would read more rows at every refresh.
 LOOKBACK_SECONDS = 60
 # Submit-to-finish latency is counted in these bins (seconds), and its percentiles estimated from them
 # by linear interpolation, as Prometheus does with histograms; the last bin is open-ended.
-LATENCY_BOUNDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 60, 120, 300)
+LATENCY_BOUNDS = (
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+    0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,43 +51,77 @@ class Activity:
     open_tasks: dict[str, int]  # SCHEDULED and RUNNING tasks now, however old
 
 
-def activity(now: dt.datetime | None = None) -> Activity:
-    """Count the window's tasks by bucket of time; the bucket still filling is left out."""
-    now = now or utcnow()
-    end = _epoch_of(now) // BUCKET_SECONDS * BUCKET_SECONDS
-    since = end - WINDOW_SECONDS
-    count = WINDOW_SECONDS // BUCKET_SECONDS
-    first_id = _last_id_before(_datetime_of(since - LOOKBACK_SECONDS))
-    bounds = [_datetime_of(since), _datetime_of(end)]
+@dataclasses.dataclass
+class _Counts:
+    submitted: int = 0
+    first_id: int | None = None  # the smallest id submitted in the bucket
+    finished: int = 0
+    failed: int = 0
+    latencies: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    failures: Counter = dataclasses.field(default_factory=Counter)
 
-    submitted = [0] * count
-    for bucket, n in _submitted(first_id, since, bounds):
-        if 0 <= bucket < count:  # floating point may put a task on the very edge outside
-            submitted[bucket] += n
-    finished, failed = [0] * count, [0] * count
-    histograms = [[0] * (len(LATENCY_BOUNDS) + 1) for _ in range(count)]
-    failures: Counter[str] = Counter()
-    for bucket, status, error_code, bin_, n in _finished(first_id, since, bounds):
-        if not 0 <= bucket < count:
-            continue
-        finished[bucket] += n
-        histograms[bucket][bin_] += n
-        if status == FAILED:
-            failed[bucket] += n
-            failures[error_code or "unknown"] += n
 
-    buckets = [
-        Bucket(
-            start=_datetime_of(since + i * BUCKET_SECONDS),
-            submitted=submitted[i],
-            finished=finished[i],
-            failed=failed[i],
-            latency_p50=quantile(0.5, histograms[i]),
-            latency_p95=quantile(0.95, histograms[i]),
-        )
-        for i in range(count)
-    ]
-    return Activity(now, buckets, dict(failures.most_common()), _open_tasks())
+class Tracker:
+    """The complete buckets of the window, read once each; not thread-safe (its caller holds a lock)."""
+
+    def __init__(self):
+        self._counts: dict[int, _Counts] = {}  # bucket start (epoch seconds) -> its counts
+        self._end: int | None = None  # the end of the last bucket read
+        self._max_id = 0
+
+    def activity(self, now: dt.datetime | None = None) -> Activity:
+        """Return the window's activity up to the last settled bucket, reading only what is new."""
+        now = now or utcnow()
+        end = (_epoch_of(now) - SETTLE_SECONDS) // BUCKET_SECONDS * BUCKET_SECONDS
+        since = end - WINDOW_SECONDS
+        if self._end is None or self._end < since:
+            self._counts, start = {}, since
+            scan_from = _last_id_before(_datetime_of(since - LOOKBACK_SECONDS)) + 1
+        else:
+            start = self._end
+            scan_from = self._first_id_since(start - LOOKBACK_SECONDS - BUCKET_SECONDS)
+        if start < end:
+            self._read(scan_from, start, end)
+            self._end = end
+        for old in [b for b in self._counts if b < since]:
+            del self._counts[old]
+        return self._snapshot(now, since)
+
+    def _first_id_since(self, moment: int) -> int:
+        # Ids and created_at grow together up to a few milliseconds; a bucket's margin covers that.
+        known = [c.first_id for b, c in self._counts.items() if b >= moment and c.first_id is not None]
+        return min(known, default=self._max_id + 1)
+
+    def _read(self, scan_from: int, start: int, end: int) -> None:
+        bounds = [_datetime_of(start), _datetime_of(end)]
+        for bucket, n, first_id, last_id in _submitted(scan_from, start, bounds):
+            counts = self._bucket(start + bucket * BUCKET_SECONDS, end)
+            if counts is not None:
+                counts.submitted += n
+                counts.first_id = first_id if counts.first_id is None else min(counts.first_id, first_id)
+                self._max_id = max(self._max_id, last_id)
+        for bucket, status, error_code, bin_, n in _finished(scan_from, start, bounds):
+            counts = self._bucket(start + bucket * BUCKET_SECONDS, end)
+            if counts is not None:
+                counts.finished += n
+                counts.latencies[bin_] += n
+                if status == FAILED:
+                    counts.failed += n
+                    counts.failures[error_code or "unknown"] += n
+
+    def _bucket(self, at: int, end: int) -> _Counts | None:
+        if at >= end:  # floating point may put a row on the very edge outside
+            return None
+        return self._counts.setdefault(at, _Counts())
+
+    def _snapshot(self, now: dt.datetime, since: int) -> Activity:
+        buckets, failures = [], Counter()
+        for at in range(since, since + WINDOW_SECONDS, BUCKET_SECONDS):
+            c = self._counts.get(at) or _Counts()
+            buckets.append(Bucket(_datetime_of(at), c.submitted, c.finished, c.failed,
+                                  quantile(0.5, c.latencies), quantile(0.95, c.latencies)))
+            failures.update(c.failures)
+        return Activity(now, buckets, dict(failures.most_common()), _open_tasks())
 
 
 def quantile(q: float, counts: list[int]) -> float | None:
@@ -106,7 +147,7 @@ def _epoch(column: str) -> str:
     return f"((julianday({column}) - 2440587.5) * 86400.0)"
 
 
-def _bucket(epoch_sql: str) -> str:
+def _bucket_sql(epoch_sql: str) -> str:
     p = db.param
     # CAST truncates in SQLite and rounds in PostgreSQL; FLOOR is only built into the latter.
     expression = f"({epoch_sql} - {p}) / {BUCKET_SECONDS}"
@@ -121,27 +162,27 @@ def _last_id_before(moment: dt.datetime) -> int:
     return row[0] if row else 0
 
 
-def _submitted(first_id: int, since: int, bounds: list[dt.datetime]) -> list[tuple[int, int]]:
+def _submitted(scan_from: int, start: int, bounds: list[dt.datetime]) -> list[tuple[int, int, int, int]]:
     p = db.param
     sql = (
-        f"SELECT {_bucket(_epoch('created_at'))} AS bucket, COUNT(*) FROM task "
-        f"WHERE id > {p} AND created_at >= {p} AND created_at < {p} GROUP BY 1"
+        f"SELECT {_bucket_sql(_epoch('created_at'))} AS bucket, COUNT(*), MIN(id), MAX(id) FROM task "
+        f"WHERE id >= {p} AND created_at >= {p} AND created_at < {p} GROUP BY 1"
     )
-    return db.execute_sql(sql, [since, first_id, *bounds]).fetchall()
+    return db.execute_sql(sql, [start, scan_from, *bounds]).fetchall()
 
 
-def _finished(first_id: int, since: int, bounds: list[dt.datetime]) -> list[tuple[int, str, str, int, int]]:
+def _finished(scan_from: int, start: int, bounds: list[dt.datetime]) -> list[tuple[int, str, str, int, int]]:
     p = db.param
     bins = " ".join(f"WHEN latency < {bound} THEN {i}" for i, bound in enumerate(LATENCY_BOUNDS))
     sql = (
-        f"SELECT {_bucket('finished')} AS bucket, status, error_code, "
+        f"SELECT {_bucket_sql('finished')} AS bucket, status, error_code, "
         f"CASE {bins} ELSE {len(LATENCY_BOUNDS)} END AS bin, COUNT(*) FROM ("
         f"SELECT {_epoch('finished_at')} AS finished, {_epoch('finished_at')} - {_epoch('created_at')} AS latency, "
-        f"status, error_code FROM task WHERE id > {p} AND finished_at >= {p} AND finished_at < {p} "
+        f"status, error_code FROM task WHERE id >= {p} AND finished_at >= {p} AND finished_at < {p} "
         f"AND status IN ('{COMPLETED}', '{FAILED}')"
         ") AS recent GROUP BY 1, 2, 3, 4"
     )
-    return db.execute_sql(sql, [since, first_id, *bounds]).fetchall()
+    return db.execute_sql(sql, [start, scan_from, *bounds]).fetchall()
 
 
 def _open_tasks() -> dict[str, int]:

@@ -12,15 +12,17 @@ from app.store.models import iso_timestamp
 
 bp = Blueprint("dashboard", __name__)
 
-# However many dashboards poll, each web process computes the figures at most this often.
-CACHE_SECONDS = 2.0
+# The dashboard asks this often; however many poll, each web process computes the figures at most as often.
 REFRESH_SECONDS = 5
+CACHE_SECONDS = REFRESH_SECONDS
 
 
 class _Cache:
-    """The last answer of /stats in this process, shared by every request within CACHE_SECONDS."""
+    """The last answer of /stats in this process, shared by every request within CACHE_SECONDS, and the
+    tracker that remembers the window's complete buckets between answers."""
 
     def __init__(self):
+        self.tracker = stats.Tracker()
         self._lock = threading.Lock()
         self._body: dict | None = None
         self._at = 0.0
@@ -28,7 +30,7 @@ class _Cache:
     def get(self, compute) -> dict:
         with self._lock:  # concurrent pollers wait for one computation rather than each running theirs
             if self._body is None or time.monotonic() - self._at >= CACHE_SECONDS:
-                self._body = compute()
+                self._body = compute(self.tracker)
                 self._at = time.monotonic()
             return self._body
 
@@ -43,13 +45,13 @@ def view():
 def read():
     """Answer the dashboard's figures, computed from the task table and the broker's queue declarations."""
     cache = current_app.extensions.setdefault("dalc.stats_cache", _Cache())
-    return cache.get(_compute), 200, {"Cache-Control": f"max-age={int(CACHE_SECONDS)}"}
+    return cache.get(_compute)
 
 
-def _compute() -> dict:
+def _compute(tracker: stats.Tracker) -> dict:
     runtime = current_app.extensions["dalc"]
     config = runtime.config
-    activity = stats.activity()
+    activity = tracker.activity()
     depth = queue_depth(runtime.broker, config.queue_name, broker_url=config.broker_url)
     return {
         "generated_at": iso_timestamp(activity.generated_at),

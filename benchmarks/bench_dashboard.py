@@ -1,0 +1,155 @@
+"""Measure what polling the dashboard costs the task path: submit throughput with and without /stats pollers.
+
+Starts the production shape (gunicorn and the dramatiq CLI) on this machine's PostgreSQL and RabbitMQ, as
+bench_service.py does, and drives single submissions from keep-alive connections in fixed-length phases:
+A without anyone polling /stats, B with BENCH_VIEWERS dashboards polling it every BENCH_POLL_SECONDS.
+Phases alternate A B B A ... so that drift (a growing table, a busy machine) falls on both sides; each
+pair's B/A ratio is printed, then their median. Nothing here asserts a speed.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import AMQP_URL, PG_ADMIN_DSN, percentile  # noqa: E402
+
+from support import BIN, Process, dalc_env, delete_queues, free_port, wait_for_http  # noqa: E402
+
+PAIRS = int(os.environ.get("BENCH_PAIRS", "4"))
+PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "15"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+VIEWERS = int(os.environ.get("BENCH_VIEWERS", "10"))
+POLL_SECONDS = float(os.environ.get("BENCH_POLL_SECONDS", "1"))
+
+
+def submit_for(port: int, seconds: float) -> tuple[int, list[float]]:
+    """Submit single tasks from CONCURRENCY connections for `seconds`; return (accepted, latencies in ms)."""
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def loop(n: int):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, i = [], 0
+        while time.monotonic() < deadline:
+            body = json.dumps({"expression": f"{n} * {i} + 1"})
+            sent = time.perf_counter()
+            conn.request("POST", "/tasks", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 202:
+                raise SystemExit(f"POST /tasks answered {response.status}")
+            mine.append((time.perf_counter() - sent) * 1000)
+            i += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(latencies), latencies
+
+
+class Viewers:
+    """VIEWERS dashboards polling /stats every POLL_SECONDS, each on its own connection."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.stop = threading.Event()
+        self.times: list[float] = []
+        self.threads = [threading.Thread(target=self._poll, args=(v,)) for v in range(VIEWERS)]
+
+    def _poll(self, v: int):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        self.stop.wait(POLL_SECONDS * v / VIEWERS)  # spread the viewers over the period
+        while not self.stop.is_set():
+            sent = time.perf_counter()
+            conn.request("GET", "/stats")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"GET /stats answered {response.status}")
+            self.times.append((time.perf_counter() - sent) * 1000)
+            self.stop.wait(POLL_SECONDS)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def main() -> None:
+    run_id = uuid.uuid4().hex[:8]
+    db_name, queue = f"dalc_bench_{run_id}", f"dalc-bench-{run_id}"
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{db_name}"')
+    port = free_port()
+    env = dalc_env(
+        DALC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
+        DALC_BROKER_URL=AMQP_URL,
+        DALC_QUEUE_NAME=queue,
+        DALC_PORT=str(port),
+        DALC_LOG_LEVEL="WARNING",
+    )
+    logs = Path(tempfile.mkdtemp(prefix="dalc-bench-dashboard-"))
+    web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
+                  env, logs / "web.log")
+    wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
+    worker = Process([str(BIN / "dramatiq"), "app.worker"], env, logs / "worker.log")
+    try:
+        time.sleep(2)
+        print(f"dalc dashboard cost: {os.cpu_count()} cores, web 2x16 gthread, workers 2x8; {CONCURRENCY} "
+              f"connections submitting for {PHASE_SECONDS:g} s per phase; B adds {VIEWERS} dashboards polling "
+              f"/stats every {POLL_SECONDS:g} s", flush=True)
+        submit_for(port, 5)  # warm-up
+        ratios = []
+        for pair in range(PAIRS):
+            figures = {}
+            for phase in ("AB" if pair % 2 == 0 else "BA"):
+                if phase == "A":
+                    count, latencies = submit_for(port, PHASE_SECONDS)
+                    polls = []
+                else:
+                    with Viewers(port) as viewers:
+                        count, latencies = submit_for(port, PHASE_SECONDS)
+                    polls = viewers.times
+                figures[phase] = count / PHASE_SECONDS
+                stats = f"  /stats p50 {percentile(polls, 50):6.1f} ms ({len(polls)} polls)" if polls else ""
+                print(f"pair {pair + 1} {phase}: {figures[phase]:7.0f} tasks/s  POST p50 "
+                      f"{percentile(latencies, 50):5.1f} ms p95 {percentile(latencies, 95):6.1f} ms{stats}",
+                      flush=True)
+            ratios.append(figures["B"] / figures["A"])
+            print(f"pair {pair + 1} B/A = {ratios[-1]:.3f}", flush=True)
+        print(f"median B/A throughput ratio over {PAIRS} pairs: {statistics.median(ratios):.3f} "
+              f"(min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
+    finally:
+        worker.stop()
+        web.stop()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin.close()
+        delete_queues(AMQP_URL, queue)
+
+
+if __name__ == "__main__":
+    main()
