@@ -40,6 +40,11 @@ def test_the_description_is_valid_openapi_3_1(spec):
     validate(spec)
 
 
+def test_the_server_is_the_address_the_description_was_fetched_from(client):
+    spec = client.get("/openapi.json", base_url="http://dalc.example:8080").get_json()
+    assert spec["servers"] == [{"url": "http://dalc.example:8080", "description": "this dalc"}]
+
+
 def test_every_route_is_described_and_every_description_is_routed(app, spec):
     routed = set()
     for rule in app.url_map.iter_rules():

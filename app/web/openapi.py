@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, abort, current_app, render_template, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
 bp = Blueprint("openapi", __name__)
 
@@ -37,11 +37,12 @@ def description(config) -> dict:
 
 @bp.get("/openapi.json")
 def read():
-    """Answer the OpenAPI 3.1 description of this API."""
+    """Answer the OpenAPI 3.1 description of this API, naming the address it was asked at as its server."""
     cache = current_app.extensions.setdefault("dalc.openapi", {})
     if "body" not in cache:
         cache["body"] = description(current_app.extensions["dalc"].config)
-    return cache["body"]
+    # An absolute server: tools that import the description (Postman) need one to send requests to.
+    return {**cache["body"], "servers": [{"url": request.host_url.rstrip("/"), "description": "this dalc"}]}
 
 
 @bp.get("/docs")
