@@ -28,7 +28,7 @@ def _record(task_ids, *outcomes):
 def test_activity_counts_submitted_finished_and_failed_tasks_by_bucket(app):
     with app.app_context():
         tasks, _ = store.create_tasks(["6 * 7", "1 / 0", "2 + 2"])
-        created = tasks[0].created_at
+        created = store.get_task(tasks[0].id).created_at
         finished = created + dt.timedelta(milliseconds=30)
         _record([tasks[0].id, tasks[1].id],
                 {"status": COMPLETED, "result": "42", "finished_at": finished},
