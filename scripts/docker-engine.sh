@@ -46,6 +46,8 @@ start() {
     need
     mkdir -p "$DATA" "$RUN"
     if ! running; then
+        # What a dockerd killed without cleaning up may have left mounted.
+        umount "$RUN/exec/netns/default" 2>/dev/null || true
         # setsid: dockerd must not die with the shell that started it, nor get its Ctrl-C.
         setsid dockerd --data-root "$DATA" --exec-root "$RUN/exec" --pidfile "$RUN/dockerd.pid" \
             -H "$PRIVATE_HOST" --iptables=false --ip6tables=false --ip-forward=false --bridge=none \
@@ -63,8 +65,12 @@ stop() {
     if kill "$pid" 2>/dev/null; then
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
-    # dockerd mounts a network namespace under its exec root; an unclean stop can leave it.
+    # dockerd mounts a network namespace under its exec root, and binds its data root onto itself;
+    # an unclean stop leaves them. Only a bind (a mount whose root is not its file system's) goes.
     umount "$RUN/exec/netns/default" 2>/dev/null || true
+    if awk -v dir="$DATA" '$5 == dir && $4 != "/" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        umount "$DATA" 2>/dev/null || true
+    fi
     rm -f "$RUN/dockerd.pid"
 }
 
