@@ -72,14 +72,28 @@ def queue_names(queue_name: str) -> tuple[str, str, str]:
     return queue_name, dq_name(queue_name), xq_name(queue_name)
 
 
-def queue_depths(broker_url: str, queue_name: str) -> dict[str, int]:
-    """Ask RabbitMQ how many messages are ready in each of dalc's queues (the first node of a cluster)."""
+def queue_declarations(broker_url: str, queue_name: str) -> dict[str, pika.spec.Queue.DeclareOk | None]:
+    """Declare dalc's queues passively on RabbitMQ (the first node of a cluster): each one's message and
+    consumer counts, or None for a queue not declared yet (nothing was ever sent to it)."""
     connection = pika.BlockingConnection(pika.URLParameters(_with_pika_defaults(broker_url.split(";")[0])))
     try:
-        channel = connection.channel()
-        return {q: channel.queue_declare(queue=q, passive=True).method.message_count for q in queue_names(queue_name)}
+        found = {}
+        for queue in queue_names(queue_name):
+            channel = connection.channel()  # RabbitMQ closes the channel that asks for a missing queue
+            try:
+                found[queue] = channel.queue_declare(queue=queue, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker:
+                found[queue] = None
+            else:
+                channel.close()
+        return found
     finally:
         connection.close()
+
+
+def queue_depths(broker_url: str, queue_name: str) -> dict[str, int]:
+    """Ask RabbitMQ how many messages are ready in each of dalc's queues (the first node of a cluster)."""
+    return {q: ok.message_count if ok else 0 for q, ok in queue_declarations(broker_url, queue_name).items()}
 
 
 def _with_pika_defaults(url: str) -> str:
