@@ -179,6 +179,12 @@ def test_the_sweeper_publishes_a_task_whose_message_was_lost(release, pods):
     assert (task["status"], task["result"]) == ("COMPLETED", 42), pods["sweeper"].logs()[-4000:]
 
 
+def test_the_purge_cronjobs_pod_runs_to_completion(release, migrated):
+    pod = release.start("CronJob", "dalc-purge")
+    assert pod.wait(timeout=300) == 0, pod.logs()
+    assert "purge round:" in pod.logs()
+
+
 def test_a_sigtermed_worker_ends_within_its_grace_period_and_its_tasks_finish_elsewhere(release, pods):
     worker = pods["worker"]
     # Hold the worker's claim on a row lock, so a task is in its hands when SIGTERM comes.
