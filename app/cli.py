@@ -20,10 +20,12 @@ def _serve(config: Config) -> None:
     from werkzeug.serving import make_server
 
     from app import create_app
+    from app.store import database
     from app.telemetry import tracing
 
     tracing.setup_tracing("dalc")
     app = create_app(config)
+    app.teardown_request(database.release_connection)  # Werkzeug starts a thread per request
     server = make_server(config.host, config.port, app, threaded=True)
     log.info("dalc (embedded: %s, in-process broker) on http://%s:%d", config.database_url, config.host, config.port)
 

@@ -8,7 +8,7 @@ import requests
 
 from app import create_app
 from app.config import Config
-from support import Process, dalc_env, free_port, wait_for_http
+from support import RUN_ID, Process, dalc_env, free_port, own_database, wait_for_http
 
 
 def test_a_task_completes_in_the_embedded_shape(embedded_app):
@@ -58,5 +58,27 @@ def test_dalc_run_without_services_serves_and_stops_on_sigterm(tmp_path):
         assert done["result"] == 2
         process.signal(signal.SIGTERM)
         assert process.popen.wait(15) == 0
+    finally:
+        process.stop()
+
+
+def test_dalc_run_on_postgresql_hands_each_request_thread_connection_back(tmp_path):
+    # Werkzeug serves each request on a new thread: more requests than the pool has connections
+    # must all be answered, not refused with 503 once the pool is full of dead threads' connections.
+    port = free_port()
+    with own_database(f"dalc_test_{RUN_ID}_embedded") as url:
+        env = dalc_env(DALC_PORT=str(port), DALC_DATABASE_URL=url)
+        _serve_more_requests_than_the_pool_holds(port, Process([sys.executable, "-m", "app", "run"], env,
+                                                               tmp_path / "run.log"))
+
+
+def _serve_more_requests_than_the_pool_holds(port: int, process: Process) -> None:
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+        statuses = [requests.get(f"http://127.0.0.1:{port}/tasks/{n}", timeout=5).status_code for n in range(1, 41)]
+        assert statuses.count(503) == 0, statuses
+        task = requests.post(f"http://127.0.0.1:{port}/tasks", json={"expression": "6 * 7"}, timeout=5).json()
+        done = requests.get(f"http://127.0.0.1:{port}/tasks/{task['id']}?wait=10", timeout=15).json()
+        assert done["result"] == 42
     finally:
         process.stop()

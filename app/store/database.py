@@ -110,6 +110,16 @@ def refresh_connection() -> None:
         db.obj.manual_close()
 
 
+def release_connection(_exc=None) -> None:
+    """Hand this thread's connection back to the pool.
+
+    For servers that start a thread per request (the embedded shape's): a thread that ends holding its
+    connection leaks it, and the pool, full of them, refuses the next request.
+    """
+    if not db.is_closed():
+        db.close()
+
+
 def init_app(app) -> None:
     """Check, before each request, that the thread's kept connection is not from before an outage."""
     app.before_request(refresh_connection)
