@@ -1,4 +1,4 @@
-"""The `dalc` command: run dalc, apply migrations, run the sweeper, or purge what expired."""
+"""The `dalc` command: run dalc, apply migrations, run the sweeper, purge what expired, manage API tokens."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from app.config import Config, ConfigError
+from app.config import Config, ConfigError, mask_password
 
 log = logging.getLogger("app.cli")
 
@@ -27,7 +27,8 @@ def _serve(config: Config) -> None:
     app = create_app(config)
     app.teardown_request(database.release_connection)  # Werkzeug starts a thread per request
     server = make_server(config.host, config.port, app, threaded=True)
-    log.info("dalc (embedded: %s, in-process broker) on http://%s:%d", config.database_url, config.host, config.port)
+    log.info("dalc (embedded: %s, in-process broker) on http://%s:%d",
+             mask_password(config.database_url), config.host, config.port)
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
@@ -112,6 +113,40 @@ def _purge(config: Config) -> None:
             return
 
 
+def _tokens(config: Config, args: argparse.Namespace) -> int:
+    """Create, list or revoke API tokens; a new token's secret is printed once, on stdout alone."""
+    from app.store import TokenNameTaken, migrations, tokens
+    from app.store.database import init_db
+    from app.web.auth import TOKEN_CACHE_SECONDS
+
+    init_db(config)
+    migrations.migrate()  # a token can be made before dalc first starts
+    if args.action == "create":
+        if not tokens.NAME_PATTERN.fullmatch(args.name):
+            print("dalc: a token name is 1 to 100 letters, digits and _ . @ -", file=sys.stderr)
+            return 2
+        try:
+            info, secret = tokens.create_token(args.name)
+        except TokenNameTaken:
+            print(f"dalc: an active token is already called {args.name!r}; revoke it or choose another name",
+                  file=sys.stderr)
+            return 1
+        print(f"Token {info.name!r} created. It is shown this once; only its hash is stored:", file=sys.stderr)
+        print(secret)
+    elif args.action == "list":
+        print(f"{'NAME':<30} {'CREATED (UTC)':<20} REVOKED (UTC)")
+        for info in tokens.list_tokens():
+            revoked = f"{info.revoked_at:%Y-%m-%d %H:%M:%S}" if info.revoked_at else "-"
+            print(f"{info.name:<30} {info.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+    else:
+        if tokens.revoke_token(args.name) is None:
+            print(f"dalc: no active token is called {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"Token {args.name!r} revoked; web processes refuse it within "
+              f"{TOKEN_CACHE_SECONDS:g} seconds.", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "run": (_run, "start dalc: embedded without DALC_BROKER_URL, else gunicorn + dramatiq + sweeper"),
     "serve": (_serve, "serve the embedded shape in one process"),
@@ -127,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text)
+    tokens = sub.add_parser("tokens", help="manage API tokens (DALC_AUTH=required)")
+    actions = tokens.add_subparsers(dest="action", required=True)
+    actions.add_parser("create", help="create a token and print it once").add_argument("name")
+    actions.add_parser("list", help="list tokens (names and dates, never secrets)")
+    actions.add_parser("revoke", help="revoke the active token of this name").add_argument("name")
     args = parser.parse_args(argv)
     try:
         config = Config.from_env()
@@ -136,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.telemetry.logs import setup_logging
 
     setup_logging(config)
+    if args.command == "tokens":
+        return _tokens(config, args)
     COMMANDS[args.command][0](config)
     return 0
 

@@ -79,6 +79,8 @@ class Config:
     log_level: str = "INFO"
     # Apply pending schema migrations when the web starts (under an advisory lock).
     migrate_on_start: bool = True
+    # required: every task endpoint needs an API token (`dalc tokens create`); off: anyone may call them.
+    auth: str = "off"
 
     @property
     def embedded_broker(self) -> bool:
@@ -103,7 +105,7 @@ class Config:
             try:
                 values[f.name] = parse(raw.strip())
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+                raise ConfigError(f"{name}={mask_password(raw)!r} is not valid: {exc}") from None
         config = cls(**values)
         config.validate()
         return config
@@ -114,6 +116,7 @@ class Config:
             ("port", 0 < self.port < 65536, "must be between 1 and 65535"),
             ("queue_type", self.queue_type in ("classic", "quorum"), "must be classic or quorum"),
             ("log_format", self.log_format in ("text", "json", "auto"), "must be text, json or auto"),
+            ("auth", self.auth in ("required", "off"), "must be required or off"),
             ("worker_metrics_port", 0 <= self.worker_metrics_port < 65536, "must be between 0 and 65535"),
             ("max_batch_size", 1 <= self.max_batch_size <= 10_000, "must be between 1 and 10000"),
             ("max_wait_seconds", 0 <= self.max_wait_seconds <= 300, "must be between 0 and 300"),
@@ -133,6 +136,23 @@ class Config:
         for name, ok, why in checks:
             if not ok:
                 raise ConfigError(f"DALC_{name.upper()}={getattr(self, name)!r} {why}.")
+
+
+def mask_password(text: str) -> str:
+    """Return `text` with the password of every URL in it (`;`-separated) replaced by ***."""
+    parts = []
+    for part in text.split(";"):
+        try:
+            url = urlsplit(part)
+            password = url.password
+        except ValueError:  # not even a URL (a bad port, say): keep nothing after the scheme's user part
+            parts.append(re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", part))
+            continue
+        if password is not None:
+            user, _, host = url.netloc.rpartition("@")
+            part = url._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
+        parts.append(part)
+    return ";".join(parts)
 
 
 def _positive_int(raw: str) -> int:
@@ -209,4 +229,5 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "log_level": _log_level,
     "log_format": str.lower,
     "queue_type": str.lower,
+    "auth": str.lower,
 }

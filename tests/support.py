@@ -99,6 +99,8 @@ def clean_tables() -> None:
                            "rounds = 0, last_round_at = NULL, last_round_seconds = NULL, "
                            "oldest_final_finished_at = NULL")
             db.execute_sql("DELETE FROM unused_task_id")
+        if db.table_exists("api_token"):
+            db.execute_sql("DELETE FROM api_token")
 
 
 def _ephemeral_ports() -> range:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import Config, ConfigError
+from app.config import Config, ConfigError, mask_password
 
 
 def test_defaults_are_the_embedded_shape_on_port_8080():
@@ -44,11 +44,34 @@ def test_variables_override_defaults():
         ("DALC_MAX_BATCH_SIZE", "0"),
         ("DALC_LOG_LEVEL", "loud"),
         ("DALC_MIGRATE_ON_START", "maybe"),
+        ("DALC_AUTH", "sometimes"),
     ],
 )
 def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+def test_auth_is_off_unless_required():
+    assert Config.from_env({}).auth == "off"
+    assert Config.from_env({"DALC_AUTH": "Required"}).auth == "required"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DALC_DATABASE_URL", "mysql://dalc:Sup3r-Secret@db/dalc"),
+    ("DALC_BROKER_URL", "amqp://u:p@mq/%2F;redis://dalc:Sup3r-Secret@mq:6379"),
+    ("DALC_DATABASE_URL", "postgre://dalc:Sup3r-Secret@db:notaport/dalc"),
+])
+def test_a_configuration_error_masks_the_password_in_a_url(name, value):
+    with pytest.raises(ConfigError) as error:
+        Config.from_env({name: value})
+    assert "Sup3r-Secret" not in str(error.value) and "***" in str(error.value)
+
+
+def test_masking_keeps_everything_but_the_password():
+    assert mask_password("amqp://guest:guest@mq:5672/%2F;amqp://a:b@c/v") == "amqp://guest:***@mq:5672/%2F;amqp://a:***@c/v"
+    assert mask_password("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert mask_password("sqlite:///dalc.db") == "sqlite:///dalc.db"
 
 
 def test_blank_variables_mean_the_default():

@@ -30,7 +30,7 @@ def calls(app):
 
 
 def rows(*expressions):
-    return [(e, utcnow(), None) for e in expressions]
+    return [(e, utcnow(), None, 0) for e in expressions]
 
 
 def test_requests_queued_behind_a_statement_share_the_next_one(calls):

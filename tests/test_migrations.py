@@ -66,3 +66,23 @@ def test_migrate_works_on_sqlite(tmp_path):
     init_db(Config(database_url=f"sqlite:///{tmp_path / 'm.db'}"))
     assert migrations.migrate() == [v for v, _, _ in migrations.MIGRATIONS]
     assert migrations.migrate() == []
+
+
+def test_tasks_and_idempotency_keys_from_before_tokens_belong_to_no_token(fresh_pg):
+    init_db(Config(database_url=fresh_pg))
+    latest = migrations.MIGRATIONS
+    migrations.MIGRATIONS = latest[:2]
+    try:
+        migrations.migrate()
+    finally:
+        migrations.MIGRATIONS = latest
+    with db.connection_context():
+        db.execute_sql("INSERT INTO task (expression, status, created_at, published_at, attempts, publish_count) "
+                       "VALUES ('1', 'SCHEDULED', now(), now(), 0, 1)")
+        db.execute_sql("INSERT INTO idempotency_key (key, request_hash, task_ids, batch, created_at) "
+                       "VALUES ('k', 'h', '1', false, now())")
+    assert migrations.migrate() == [v for v, _, _ in latest[2:]]
+    with db.connection_context():
+        assert db.execute_sql("SELECT id, owner_id FROM task").fetchall() == [(1, 0)]
+        assert db.execute_sql("SELECT owner_id, key FROM idempotency_key").fetchall() == [(0, "k")]
+        assert "task_owner_id" in {i.name for i in db.get_indexes("task")}

@@ -18,3 +18,7 @@ class TasksExpired(DalcError):
     def __init__(self, ids: list[int]):
         super().__init__(f"tasks {ids} have expired")
         self.ids = ids
+
+
+class TokenNameTaken(DalcError):
+    """An active token already has this name."""

@@ -98,11 +98,58 @@ def _v3_task_and_key_expiry() -> None:
     db.execute_sql("CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at)")
 
 
+def _v4_tokens_and_task_owners() -> None:
+    # Frozen copies, as _v1 does. A token is never deleted, only revoked, so an owner id is never reused.
+    class ApiToken(peewee.Model):
+        id = peewee.BigAutoField()
+        name = peewee.CharField(max_length=100)
+        token_hash = peewee.CharField(max_length=64, unique=True)
+        created_at = peewee.DateTimeField()
+        revoked_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "api_token"
+
+    class IdempotencyKey(peewee.Model):
+        owner_id = peewee.BigIntegerField()
+        key = peewee.CharField(max_length=255)
+        request_hash = peewee.CharField(max_length=64)
+        task_ids = peewee.TextField()
+        batch = peewee.BooleanField(default=False)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "idempotency_key_v3"
+            primary_key = peewee.CompositeKey("owner_id", "key")
+
+    db.create_tables([ApiToken], safe=False)
+    # One active token per name; a revoked name can be given to a new token.
+    db.execute_sql("CREATE UNIQUE INDEX api_token_active_name ON api_token (name) WHERE revoked_at IS NULL")
+    # A constant default: PostgreSQL (11+) and SQLite add the column without rewriting the table.
+    db.execute_sql("ALTER TABLE task ADD COLUMN owner_id BIGINT NOT NULL DEFAULT 0")
+    # Listing a token's tasks, newest first. Partial: with auth off (owner 0) no insert pays for it.
+    db.execute_sql("CREATE INDEX task_owner_id ON task (owner_id, id) WHERE owner_id <> 0")
+    # Keys become per owner: a new primary key (owner_id, key), so the table is rebuilt; existing keys
+    # were made without a token.
+    db.create_tables([IdempotencyKey], safe=False)
+    db.execute_sql(
+        "INSERT INTO idempotency_key_v3 (owner_id, key, request_hash, task_ids, batch, created_at) "
+        "SELECT 0, key, request_hash, task_ids, batch, created_at FROM idempotency_key"
+    )
+    db.execute_sql("DROP TABLE idempotency_key")
+    db.execute_sql("ALTER TABLE idempotency_key_v3 RENAME TO idempotency_key")
+    # Version 3's index went with the old table; the purge needs it (see _v3).
+    db.execute_sql("CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at)")
+
+
 # Append only: a released version never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "tasks and idempotency keys", _v1_tasks_and_idempotency_keys),
     (2, "drop the sweeper's own index", _v2_drop_the_sweepers_own_index),
     (3, "task and key expiry", _v3_task_and_key_expiry),
+    (4, "API tokens, task owners, idempotency keys per owner", _v4_tokens_and_task_owners),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The stored shapes: a task, and the idempotency keys that map a client's key to its tasks."""
+"""The stored shapes: a task, the idempotency keys that map a client's key to its tasks, and API tokens."""
 from __future__ import annotations
 
 import datetime as dt
@@ -20,6 +20,8 @@ OPEN_STATUSES = (SCHEDULED, RUNNING)
 NEW_TASK = {"status": SCHEDULED, "attempts": 0, "publish_count": 1}
 # The error code of a task whose tries ran out (claimed too often, or its message dead-lettered).
 RETRIES_EXHAUSTED = "retries_exhausted"
+# The owner of what is created while DALC_AUTH=off: no token. Token ids start at 1.
+NO_OWNER = 0
 
 
 def utcnow() -> dt.datetime:
@@ -51,6 +53,8 @@ class Task(BaseModel):
     published_at = peewee.DateTimeField(default=utcnow)
     publish_count = peewee.IntegerField(default=NEW_TASK["publish_count"])
     trace_id = peewee.CharField(max_length=32, null=True)
+    # The API token that created the task (NO_OWNER when auth is off); never part of the resource.
+    owner_id = peewee.BigIntegerField(default=NO_OWNER)
 
     class Meta:
         table_name = "task"
@@ -79,7 +83,9 @@ class Task(BaseModel):
 class IdempotencyKey(BaseModel):
     """A client's Idempotency-Key, the hash of the body it came with, and the tasks it created."""
 
-    key = peewee.CharField(max_length=255, primary_key=True)
+    # Keys are scoped per token: two tokens may use the same key for different requests.
+    owner_id = peewee.BigIntegerField(default=NO_OWNER)
+    key = peewee.CharField(max_length=255)
     request_hash = peewee.CharField(max_length=64)
     # Comma-separated ids, in the order of the request; "batch" tells a list body from a single one.
     task_ids = peewee.TextField()
@@ -88,10 +94,25 @@ class IdempotencyKey(BaseModel):
 
     class Meta:
         table_name = "idempotency_key"
+        primary_key = peewee.CompositeKey("owner_id", "key")
 
     @property
     def ids(self) -> list[int]:
         return [int(part) for part in self.task_ids.split(",")]
+
+
+class ApiToken(BaseModel):
+    """An API token: its name, and the SHA-256 of its secret (the secret itself is never stored)."""
+
+    id = peewee.BigAutoField()
+    name = peewee.CharField(max_length=100)
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    # A revoked token stays, so that its tasks keep an owner no other token can ever be.
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_token"
 
 
 def iso_timestamp(value: dt.datetime | str | None) -> str | None:

@@ -256,8 +256,9 @@ def delete_expired_keys(cutoff: dt.datetime, *, limit: int) -> int:
     """Forget up to `limit` Idempotency-Keys created before `cutoff`, oldest first; return how many."""
     p = db.param
     sql = (
-        f"DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < {p} "
-        f"ORDER BY created_at LIMIT {p}) RETURNING key"
+        # Keys are per owner: the same key of another token may be younger.
+        f"DELETE FROM idempotency_key WHERE (owner_id, key) IN (SELECT owner_id, key FROM idempotency_key "
+        f"WHERE created_at < {p} ORDER BY created_at LIMIT {p}) RETURNING key"
     )
     with write_transaction():
         return len(db.execute_sql(sql, [cutoff, limit]).fetchall())

@@ -14,6 +14,7 @@ from app.store.models import (
     CANCELLED,
     FAILED,
     NEW_TASK,
+    NO_OWNER,
     OPEN_STATUSES,
     RUNNING,
     IdempotencyKey,
@@ -59,38 +60,40 @@ class Outcome:
     finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
 
 
-Row = tuple[str, dt.datetime, "str | None"]  # (expression, created_at, trace_id) of a new task
+Row = tuple[str, dt.datetime, "str | None", int]  # (expression, created_at, trace_id, owner_id) of a new task
 
 
 def create_tasks(
     expressions: Sequence[str],
     *,
+    owner: int = NO_OWNER,
     idempotency: Idempotency | None = None,
     trace_id: str | None = None,
     insert: Callable[[Sequence[Row]], list[int]] | None = None,
 ) -> tuple[list[Task] | list[NewTask], bool]:
     """Store new SCHEDULED tasks atomically; return them and whether they are new.
 
-    With an idempotency key seen before (same body), return the tasks it created then instead.
+    The tasks belong to `owner` (an API token's id). With an idempotency key this owner used before
+    (same body), return the tasks it created then instead.
     `insert` stores rows without a key (app.group_insert.GroupInserter.insert shares one statement
     among concurrent requests); by default each call runs its own INSERT.
     """
     now = utcnow()
-    rows = [(expression, now, trace_id) for expression in expressions]
+    rows = [(expression, now, trace_id, owner) for expression in expressions]
     if idempotency is None:
         # One INSERT is atomic on its own: no BEGIN/COMMIT round trips on the hottest path.
         ids = (insert or insert_rows)(rows)
     else:
-        earlier = _tasks_for_key(idempotency)
+        earlier = _tasks_for_key(owner, idempotency)
         if earlier is not None:
             return earlier, False
         try:
             with write_transaction():
                 ids = insert_rows(rows)
-                _remember_key(idempotency, ids, now)
+                _remember_key(owner, idempotency, ids, now)
         except peewee.IntegrityError:
             # Another request with the same key committed first: answer what it created.
-            earlier = _tasks_for_key(idempotency)
+            earlier = _tasks_for_key(owner, idempotency)
             if earlier is None:
                 raise
             return earlier, False
@@ -123,38 +126,38 @@ def insert_rows(rows: Sequence[Row]) -> list[int]:
     """INSERT new SCHEDULED tasks with one statement; return their ids in the order of `rows`."""
     # Written as SQL rather than Task.insert_many: building the query costs Peewee about 0.5 ms
     # for one row and grows with every row, and this is the hottest statement of the web.
-    columns = f"INSERT INTO task (expression, created_at, published_at, trace_id, {_NEW_TASK_COLUMNS}) "
+    columns = f"INSERT INTO task (expression, created_at, published_at, trace_id, owner_id, {_NEW_TASK_COLUMNS}) "
     if is_postgres():
         # One array per column instead of a VALUES row per task: for 1,000 rows PostgreSQL spent 12 ms of
         # CPU parsing 4,000 parameters, and 5 ms with arrays; building the statement halved here too.
         sql = (
-            f"{columns}SELECT e, c, c, t, {_NEW_TASK_VALUES} "
-            "FROM unnest(%s::text[], %s::timestamp[], %s::text[]) WITH ORDINALITY AS r (e, c, t, n) "
+            f"{columns}SELECT e, c, c, t, o, {_NEW_TASK_VALUES} "
+            "FROM unnest(%s::text[], %s::timestamp[], %s::text[], %s::bigint[]) WITH ORDINALITY AS r (e, c, t, o, n) "
             "ORDER BY n RETURNING id"
         )
         params: list = [list(column) for column in zip(*rows, strict=True)]
     else:
         p = db.param
-        row = f"({p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
+        row = f"({p}, {p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
         sql = f"{columns}VALUES {', '.join([row] * len(rows))} RETURNING id"
         params = []
-        for expression, created_at, trace_id in rows:
-            params += [expression, created_at, created_at, trace_id]
+        for expression, created_at, trace_id, owner in rows:
+            params += [expression, created_at, created_at, trace_id, owner]
     # Ids come from one sequence in row order; sorting makes the row-to-id mapping explicit.
     return sorted(r[0] for r in db.execute_sql(sql, params).fetchall())
 
 
-def _remember_key(idempotency: Idempotency, ids: list[int], now: dt.datetime) -> None:
-    """Store the key with its tasks, taking over a key past its retention; IntegrityError if it is live."""
+def _remember_key(owner: int, idempotency: Idempotency, ids: list[int], now: dt.datetime) -> None:
+    """Store the owner's key with its tasks, taking over a key past its retention; IntegrityError if it is live."""
     p = db.param
-    sql = (f"INSERT INTO idempotency_key (key, request_hash, task_ids, batch, created_at) "
-           f"VALUES ({p}, {p}, {p}, {p}, {p})")
-    params = [idempotency.key, idempotency.request_hash, ",".join(map(str, ids)), idempotency.batch, now]
+    sql = (f"INSERT INTO idempotency_key (owner_id, key, request_hash, task_ids, batch, created_at) "
+           f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})")
+    params = [owner, idempotency.key, idempotency.request_hash, ",".join(map(str, ids)), idempotency.batch, now]
     if idempotency.remembered_since is None:
         db.execute_sql(sql, params)
         return
     sql += (
-        " ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, task_ids = excluded.task_ids,"
+        " ON CONFLICT (owner_id, key) DO UPDATE SET request_hash = excluded.request_hash, task_ids = excluded.task_ids,"
         f" batch = excluded.batch, created_at = excluded.created_at WHERE idempotency_key.created_at < {p}"
         " RETURNING key"
     )
@@ -162,8 +165,8 @@ def _remember_key(idempotency: Idempotency, ids: list[int], now: dt.datetime) ->
         raise peewee.IntegrityError(f"Idempotency-Key {idempotency.key!r} is in use")
 
 
-def _tasks_for_key(idempotency: Idempotency) -> list[Task] | None:
-    row = IdempotencyKey.get_or_none(IdempotencyKey.key == idempotency.key)
+def _tasks_for_key(owner: int, idempotency: Idempotency) -> list[Task] | None:
+    row = IdempotencyKey.get_or_none((IdempotencyKey.owner_id == owner) & (IdempotencyKey.key == idempotency.key))
     if row is None or (idempotency.remembered_since is not None and row.created_at < idempotency.remembered_since):
         return None
     if row.request_hash != idempotency.request_hash or row.batch != idempotency.batch:
@@ -188,14 +191,25 @@ def _select_tasks(where: str, params: Sequence, suffix: str = "") -> list[Task]:
     return [Task(**dict(zip(_COLUMNS, row, strict=True))) for row in cursor.fetchall()]
 
 
-def get_task(task_id: int) -> Task | None:
-    """Return the task with this id, or None."""
-    found = _select_tasks(f"id = {db.param}", [task_id])
+# Reads and cancels take `owner`: None reaches every task (auth off, and the workers); a token's id
+# reaches only that token's tasks. Another owner's task is filtered by the same statement that looks
+# for the id, so it is answered exactly as a task that does not exist, in the same time.
+
+
+def _owned(where: str, params: list, owner: int | None) -> tuple[str, list]:
+    if owner is None:
+        return where, params
+    return f"{where} AND owner_id = {db.param}", [*params, owner]
+
+
+def get_task(task_id: int, *, owner: int | None = None) -> Task | None:
+    """Return the task with this id (if `owner` owns it), or None."""
+    found = _select_tasks(*_owned(f"id = {db.param}", [task_id], owner))
     return found[0] if found else None
 
 
-def wait_for_final(task_id: int, timeout: float, *, pushed: bool) -> Task | None:
-    """Return the task once it is final or `timeout` seconds passed, reading the database only when woken.
+def wait_for_final(task_id: int, timeout: float, *, owner: int | None = None, pushed: bool) -> Task | None:
+    """Return the task (if `owner` owns it) once final or `timeout` seconds passed, reading only when woken.
 
     `pushed`: this process hears of final tasks (LISTEN/NOTIFY, or in-process workers); if not, poll.
     """
@@ -203,7 +217,7 @@ def wait_for_final(task_id: int, timeout: float, *, pushed: bool) -> Task | None
     deadline = time.monotonic() + timeout
     with final_events.waiting_for(task_id) as event:
         while True:
-            task = get_task(task_id)
+            task = get_task(task_id, owner=owner)
             remaining = deadline - time.monotonic()
             if task is None or task.is_final or remaining <= 0:
                 return task
@@ -227,9 +241,12 @@ def get_tasks(ids: Sequence[int]) -> list[Task]:
     return [by_id[i] for i in ids if i in by_id]
 
 
-def list_tasks(*, status: str | None, limit: int, before: int | None) -> list[Task]:
-    """Return up to `limit` tasks, newest first, with ids below `before`."""
+def list_tasks(*, status: str | None, limit: int, before: int | None, owner: int | None = None) -> list[Task]:
+    """Return up to `limit` tasks (of `owner`), newest first, with ids below `before`."""
     conditions, params = ["1 = 1"], []
+    if owner is not None:
+        conditions.append(f"owner_id = {db.param}")
+        params.append(owner)
     if status is not None:
         conditions.append(f"status = {db.param}")
         params.append(status)
@@ -239,14 +256,12 @@ def list_tasks(*, status: str | None, limit: int, before: int | None) -> list[Ta
     return _select_tasks(" AND ".join(conditions), params, f"ORDER BY id DESC LIMIT {int(limit)}")
 
 
-def cancel_task(task_id: int) -> tuple[Task | None, bool]:
-    """Cancel a task that is not final; return the task and whether this call cancelled it."""
+def cancel_task(task_id: int, *, owner: int | None = None) -> tuple[Task | None, bool]:
+    """Cancel a task (of `owner`) that is not final; return the task and whether this call cancelled it."""
     p = db.param
-    changed = _update_final(
-        f"UPDATE task SET status = '{CANCELLED}', finished_at = {p} WHERE id = {p} AND status IN {_OPEN_SQL}",
-        [utcnow(), task_id],
-    )
-    return get_task(task_id), bool(changed)
+    where, params = _owned(f"id = {p} AND status IN {_OPEN_SQL}", [utcnow(), task_id], owner)
+    changed = _update_final(f"UPDATE task SET status = '{CANCELLED}', finished_at = {p} WHERE {where}", params)
+    return get_task(task_id, owner=owner), bool(changed)
 
 
 # The claim alone commits without waiting for its WAL to reach the disk (about 0.15 ms of a task's latency

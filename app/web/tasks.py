@@ -12,9 +12,11 @@ from app.store import retention
 from app.store.models import STATUSES, utcnow
 from app.telemetry import tasks as task_events
 from app.telemetry import tracing
+from app.web import auth
 from app.web.problems import ProblemError
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks")
+bp.before_request(auth.authenticate)
 
 _MAX_ID = 2**63 - 1
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -44,6 +46,7 @@ def create():
     try:
         tasks, created = store.create_tasks(
             expressions,
+            owner=auth.caller().owner,
             idempotency=idempotency,
             trace_id=tracing.current_trace_id(),
             insert=_runtime().inserter.insert,
@@ -79,7 +82,9 @@ def list_or_read():
         raise _bad_query("status", f"status must be one of {', '.join(STATUSES)}.")
     limit = _int_arg("limit", default=config.default_page_size, low=1, high=config.max_page_size)
     before = _int_arg("before", default=None, low=1, high=_MAX_ID, name_in_detail="the cursor")
-    tasks = store.list_tasks(status=status and status.upper(), limit=limit + 1, before=before)
+    tasks = store.list_tasks(
+        status=status and status.upper(), limit=limit + 1, before=before, owner=auth.caller().scope
+    )
     page, more = tasks[:limit], len(tasks) > limit
     return {"items": [t.to_dict() for t in page], "next": str(page[-1].id) if more else None}
 
@@ -89,7 +94,11 @@ def read(raw_id: str):
     """Read one task, waiting up to `?wait=` seconds for it to become final."""
     task_id = _task_id(raw_id)
     wait = _wait_seconds()
-    task = store.wait_for_final(task_id, wait, pushed=_runtime().finals_pushed()) if wait else store.get_task(task_id)
+    owner = auth.caller().scope
+    if wait:
+        task = store.wait_for_final(task_id, wait, owner=owner, pushed=_runtime().finals_pushed())
+    else:
+        task = store.get_task(task_id, owner=owner)
     if task is None:
         raise _missing(task_id)
     return task.to_dict()
@@ -99,7 +108,7 @@ def read(raw_id: str):
 def cancel(raw_id: str):
     """Cancel a task that is not final yet."""
     task_id = _task_id(raw_id)
-    task, cancelled = store.cancel_task(task_id)
+    task, cancelled = store.cancel_task(task_id, owner=auth.caller().scope)
     if task is None:
         raise _missing(task_id)
     if not cancelled:
@@ -197,8 +206,12 @@ def _not_found(task_id) -> ProblemError:
 
 
 def _missing(task_id: int) -> ProblemError:
-    """Answer a task id without a row: 410 if its task expired, 404 if there never was one."""
-    if retention.was_expired(task_id):
+    """Answer a task id without a row: 410 if its task expired, 404 if there never was one.
+
+    A token, though, gets 404 alone: below the purge's frontier live tasks of other tokens have ids too,
+    and answering them otherwise than an expired id would tell they exist.
+    """
+    if auth.caller().scope is None and retention.was_expired(task_id):
         return ProblemError(
             410, "task_expired",
             f"Task {task_id} finished longer ago than the service keeps tasks, and was deleted.",
