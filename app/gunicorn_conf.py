@@ -8,7 +8,8 @@ _config = Config.from_env()
 
 bind = [f"{_config.host}:{_config.port}"]
 workers = _config.web_workers
-worker_class = "gthread"
+# gthread, except that a request is read whole in the event loop before a thread takes it (slow clients).
+worker_class = "app.gunicorn_worker.BufferingThreadWorker"
 threads = _config.web_threads
 # Long-polls (`?wait=`) hold a thread up to DALC_MAX_WAIT_SECONDS; keep the worker timeout above it.
 timeout = int(_config.max_wait_seconds) + 30
