@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import limits
+
 from app.errors import DalcError
 
 DEFAULT_DATABASE_URL = "sqlite:///dalc.db"
@@ -81,6 +83,11 @@ class Config:
     migrate_on_start: bool = True
     # required: every task endpoint needs an API token (`dalc tokens create`); off: anyone may call them.
     auth: str = "off"
+    # Tasks one token (or, with auth off, one client address) may send, e.g. "200/second"; None: no limit.
+    rate_limit: str | None = None
+    # Where the counters live: "database" (dalc's PostgreSQL, shared by every process; memory when the
+    # database is SQLite) or a `limits` storage URI such as memory:// or redis://host:6379.
+    rate_limit_storage: str = "database"
 
     @property
     def embedded_broker(self) -> bool:
@@ -202,6 +209,24 @@ def _queue_name(raw: str) -> str:
     return raw
 
 
+def _rate_limit(raw: str) -> str:
+    try:
+        items = limits.parse_many(raw)
+    except ValueError:
+        items = []
+    if len(items) != 1:
+        raise ValueError("expected one count per period, such as 200/second or 10000/minute")
+    if items[0].amount < 1:
+        raise ValueError("the count must be at least 1")
+    return raw
+
+
+def _rate_limit_storage(raw: str) -> str:
+    if raw != "database" and "://" not in raw:
+        raise ValueError("expected database, or a storage URI such as memory:// or redis://host:6379")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -230,4 +255,6 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "log_format": str.lower,
     "queue_type": str.lower,
     "auth": str.lower,
+    "rate_limit": _rate_limit,
+    "rate_limit_storage": _rate_limit_storage,
 }

@@ -101,6 +101,8 @@ def clean_tables() -> None:
             db.execute_sql("DELETE FROM unused_task_id")
         if db.table_exists("api_token"):
             db.execute_sql("DELETE FROM api_token")
+        if db.table_exists("rate_limit"):
+            db.execute_sql("DELETE FROM rate_limit")
 
 
 def _ephemeral_ports() -> range:

@@ -45,6 +45,10 @@ def test_variables_override_defaults():
         ("DALC_LOG_LEVEL", "loud"),
         ("DALC_MIGRATE_ON_START", "maybe"),
         ("DALC_AUTH", "sometimes"),
+        ("DALC_RATE_LIMIT", "fast"),
+        ("DALC_RATE_LIMIT", "0/second"),
+        ("DALC_RATE_LIMIT", "200/second;5/minute"),
+        ("DALC_RATE_LIMIT_STORAGE", "redis"),
     ],
 )
 def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
@@ -55,6 +59,12 @@ def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
 def test_auth_is_off_unless_required():
     assert Config.from_env({}).auth == "off"
     assert Config.from_env({"DALC_AUTH": "Required"}).auth == "required"
+
+
+def test_rate_limits_are_off_unless_set_and_counted_in_the_database():
+    assert (Config.from_env({}).rate_limit, Config.from_env({}).rate_limit_storage) == (None, "database")
+    config = Config.from_env({"DALC_RATE_LIMIT": "200/second", "DALC_RATE_LIMIT_STORAGE": "memory://"})
+    assert (config.rate_limit, config.rate_limit_storage) == ("200/second", "memory://")
 
 
 @pytest.mark.parametrize("name, value", [

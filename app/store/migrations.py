@@ -144,12 +144,23 @@ def _v4_tokens_and_task_owners() -> None:
     db.execute_sql("CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at)")
 
 
+def _v5_rate_limit_counters() -> None:
+    # UNLOGGED: counters are written at every request and worth nothing after a crash, so they skip the
+    # WAL (PostgreSQL empties the table after a crash, which lifts every limit for one window).
+    unlogged = "UNLOGGED " if is_postgres() else ""
+    db.execute_sql(
+        f"CREATE {unlogged}TABLE rate_limit (key VARCHAR(255) PRIMARY KEY, count BIGINT NOT NULL, "
+        "expires_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
 # Append only: a released version never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "tasks and idempotency keys", _v1_tasks_and_idempotency_keys),
     (2, "drop the sweeper's own index", _v2_drop_the_sweepers_own_index),
     (3, "task and key expiry", _v3_task_and_key_expiry),
     (4, "API tokens, task owners, idempotency keys per owner", _v4_tokens_and_task_owners),
+    (5, "rate limit counters", _v5_rate_limit_counters),
 ]
 
 

@@ -12,11 +12,13 @@ from app.store import retention
 from app.store.models import STATUSES, utcnow
 from app.telemetry import tasks as task_events
 from app.telemetry import tracing
-from app.web import auth
+from app.web import auth, rate_limit
 from app.web.problems import ProblemError
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks")
+# Who is calling, then whether they may: a request refused here (401, 429) reaches no view.
 bp.before_request(auth.authenticate)
+bp.before_request(rate_limit.spend_one)
 
 _MAX_ID = 2**63 - 1
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -42,6 +44,7 @@ def create():
         )
     expressions = _expressions(items, batch, config.max_expression_length)
     idempotency = _idempotency(body, batch)
+    rate_limit.spend_tasks(len(expressions))
 
     try:
         tasks, created = store.create_tasks(
