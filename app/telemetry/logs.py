@@ -113,3 +113,6 @@ def setup_logging(config: Config) -> None:
     # pika logs several ERROR lines for every failed connection attempt, each time it tries a broker URL;
     # dalc says once, in its own words, what a broker outage means (app.queue.dispatch, app.web.health, Dramatiq).
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # Peewee's DEBUG lines are every statement with its parameters: token hashes and every client's
+    # expressions. Not even DEBUG writes those.
+    logging.getLogger("peewee").setLevel(max(logging.INFO, root.level))
