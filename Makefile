@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench fuzz chaos screenshots clean
+.PHONY: install run test lint audit bench fuzz chaos screenshots clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +19,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/dalc run
 
-## test: run the whole test suite against this machine's PostgreSQL and RabbitMQ
+## test: run the whole test suite against this machine's PostgreSQL and RabbitMQ, then the audit if it can
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python scripts/audit.py --if-reachable
 
 ## lint: check style with ruff, and the layers of app/ with import-linter (contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/lint-imports --no-cache
+
+## audit: check the installed dependencies for known vulnerabilities with pip-audit
+audit: $(STAMP)
+	$(BIN)/python scripts/audit.py
 
 ## bench: throughput and latency of the production shape on the real services, and what expiry costs it
 bench: $(STAMP)
