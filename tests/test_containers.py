@@ -76,6 +76,9 @@ def release(tmp_path_factory):
 class Release:
     def __init__(self, objects, database: str, url: str):
         self.objects, self.database, self.url = objects, database, url
+        # The chart requires API tokens: the pods fixture makes one in the web pod, as docs/security.md says.
+        self.headers: dict[str, str] = {}
+        self.owner_id = 0
 
     def start(self, kind: str, name: str, suffix: str = "") -> Pod:
         return Pod.start(one(self.objects, kind, name), self.objects, PREFIX + name.removeprefix("dalc-") + suffix)
@@ -98,19 +101,24 @@ def pods(release, migrated):
     for pod in started.values():
         if "readinessProbe" in pod.container:
             pod.await_ready()
+    made = containers.docker("exec", started["web"].name, "dalc", "tokens", "create", "containers")
+    release.headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    with contextlib.closing(release.connect()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM api_token WHERE name = 'containers'")
+        release.owner_id = cursor.fetchone()[0]
     return started
 
 
 def submit(release, *expressions: str) -> list[int]:
     body = [{"expression": expression} for expression in expressions]
-    answer = requests.post(f"{release.url}/tasks", json=body, timeout=30)
+    answer = requests.post(f"{release.url}/tasks", json=body, headers=release.headers, timeout=30)
     assert answer.status_code == 202, answer.text
     return [task["id"] for task in answer.json()]
 
 
 def final(release, task_id: int) -> dict:
     def done():
-        task = requests.get(f"{release.url}/tasks/{task_id}?wait=10", timeout=30).json()
+        task = requests.get(f"{release.url}/tasks/{task_id}?wait=10", headers=release.headers, timeout=30).json()
         return task if task["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
 
     return wait_until(done, timeout=120)
@@ -146,6 +154,8 @@ def test_every_pod_runs_as_rendered_unprivileged_on_a_read_only_root(release, po
 
 
 def test_a_task_submitted_to_the_web_finishes_in_the_worker(release, pods):
+    refused = requests.post(f"{release.url}/tasks", json={"expression": "1"}, timeout=30)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     [task_id] = submit(release, "(1 + 2) * 3")
     task = final(release, task_id)
     assert (task["status"], task["result"]) == ("COMPLETED", 9), task
@@ -174,7 +184,7 @@ def test_the_sweeper_publishes_a_task_whose_message_was_lost(release, pods):
     # Stored, then the web died before publishing: only the sweeper can send it to a worker.
     database = peewee.PostgresqlDatabase(release.database, host="127.0.0.1", port=5432, user="postgres")
     with database.bind_ctx([Task]), database.connection_context():
-        lost = Task.create(expression="6 * 7", published_at=dt.datetime(2000, 1, 1))
+        lost = Task.create(expression="6 * 7", published_at=dt.datetime(2000, 1, 1), owner_id=release.owner_id)
     task = final(release, lost.id)
     assert (task["status"], task["result"]) == ("COMPLETED", 42), pods["sweeper"].logs()[-4000:]
 

@@ -163,6 +163,13 @@ def test_settings_go_to_the_config_map_and_urls_to_the_secret():
             assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "dalc-credentials", "key": key}
 
 
+def test_the_chart_requires_tokens_and_limits_each_by_default():
+    config = one(render(), "ConfigMap", "dalc")["data"]
+    assert (config["DALC_AUTH"], config["DALC_RATE_LIMIT"]) == ("required", "2000/second")
+    config = one(render(settings=("config.auth=off", "config.rateLimit=")), "ConfigMap", "dalc")["data"]
+    assert config["DALC_AUTH"] == "off" and "DALC_RATE_LIMIT" not in config
+
+
 @pytest.mark.parametrize("values_files", RENDERINGS)
 def test_secrets_never_land_in_config_maps_or_plain_env(values_files):
     objects = render(values_files)
