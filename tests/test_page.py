@@ -5,6 +5,11 @@ import json
 
 import requests
 
+from app import create_app
+from app.store import tokens
+from app.store.database import db
+from support import serve
+
 XSS = "<img src=x onerror=alert(1)>"
 
 
@@ -106,3 +111,28 @@ def test_the_page_fits_a_360_pixel_screen_in_light_and_dark(live_url, page):
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(13, 17, 23)"  # the dark palette
+
+
+def test_with_auth_required_the_page_asks_for_a_token_and_keeps_it_for_the_tab_only(pg_config, worker, page):
+    application = create_app(pg_config.with_overrides(auth="required"))
+    try:
+        with db.connection_context():
+            secret = tokens.create_token("page")[1]
+        with serve(application) as url:
+            calls = []
+            page.on("request", lambda r: calls.append(r.url) if "/tasks" in r.url else None)
+            page.goto(url)
+            assert page.locator("#token-state").inner_text() == "No token is set yet."
+            assert calls == []  # nothing is asked of the API before there is a token
+            page.get_by_label("This dalc needs an API token").fill(secret)
+            page.get_by_role("button", name="Use token").click()
+            page.get_by_label("Expression").fill("6 * 7")
+            page.keyboard.press("Enter")
+            page.locator(".result .value").wait_for()
+            assert page.locator(".result .value").inner_text() == "42"
+            assert page.evaluate("sessionStorage.getItem('dalc-token')") == secret
+            assert page.evaluate("localStorage.length") == 0
+            page.get_by_role("button", name="Forget").click()
+            assert page.evaluate("sessionStorage.getItem('dalc-token')") is None
+    finally:
+        application.extensions["dalc"].close()

@@ -19,4 +19,5 @@ def index():
         open_statuses=OPEN_STATUSES,
         max_batch_size=config.max_batch_size,
         max_wait_seconds=int(config.max_wait_seconds),
+        auth_required=config.auth == "required",
     )

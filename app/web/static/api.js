@@ -11,8 +11,18 @@ export class Problem extends Error {
   }
 }
 
+// The API token, when the deployment requires one: kept in sessionStorage, so for this tab only.
+const TOKEN_KEY = "dalc-token";
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (value) => (value ? sessionStorage.setItem(TOKEN_KEY, value) : sessionStorage.removeItem(TOKEN_KEY)),
+};
+
 function headers(extra) {
-  return Object.assign({ Accept: "application/json" }, extra);
+  const all = Object.assign({ Accept: "application/json" }, extra);
+  const secret = token.get();
+  if (secret) all.Authorization = `Bearer ${secret}`;
+  return all;
 }
 
 export async function request(method, path, body) {

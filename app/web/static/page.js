@@ -1,5 +1,5 @@
 // The calculator and the list of recent tasks at `/`.
-import { api, el, Problem } from "./api.js";
+import { api, el, Problem, token } from "./api.js";
 
 const PAGE_SIZE = 20;
 const PARALLEL_WAITS = 4; // browsers open about six connections per host; leave some for the rest
@@ -119,6 +119,7 @@ async function calculate() {
 
 function problemText(error) {
   if (!(error instanceof Problem)) return String(error);
+  if (error.status === 401) return "This dalc needs a valid API token: enter it above.";
   const details = (error.body.errors || []).map((e) => `${e.pointer || e.parameter || ""}: ${e.detail}`);
   return [`${error.message} (${error.code})`, ...details.slice(1, 4)].join(" ");
 }
@@ -194,4 +195,31 @@ function refresh() {
 filter.addEventListener("change", refresh);
 document.getElementById("refresh").addEventListener("click", refresh);
 more.addEventListener("click", () => load(true));
-refresh();
+
+// --- The API token, when one is required ----------------------------------------------------------
+
+const tokenForm = document.getElementById("token-form");
+const tokenState = document.getElementById("token-state");
+
+function showTokenState() {
+  tokenState.textContent = token.get() ? "A token is set for this tab." : "No token is set yet.";
+}
+
+if (tokenForm) {
+  tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const field = document.getElementById("token");
+    token.set(field.value.trim());
+    field.value = "";
+    showTokenState();
+    refresh();
+  });
+  document.getElementById("forget-token").addEventListener("click", () => {
+    token.set(null);
+    rows.replaceChildren();
+    showTokenState();
+  });
+  showTokenState();
+}
+// Without a token, a dalc that requires one would only answer 401: ask first.
+if (!tokenForm || token.get()) refresh();
