@@ -58,7 +58,7 @@ def test_a_tracker_reads_only_new_buckets_and_answers_as_a_fresh_one_would(app):
         later = dt.timedelta(seconds=3 * stats.BUCKET_SECONDS)
         # What happens next happens after the buckets the tracker read (time moves on by `later`).
         _record([first[0].id], {"status": COMPLETED, "result": "2", "finished_at": utcnow() + later})
-        store.insert_rows([("3 + 3", utcnow() + later, None)])
+        store.insert_rows([("3 + 3", utcnow() + later, None, 0)])
         now = utcnow() + later + LATER
         kept, fresh = tracker.activity(now=now), stats.Tracker().activity(now=now)
     assert kept.buckets == fresh.buckets
