@@ -1,7 +1,8 @@
 """Measure what tokens, rate limits and the request-buffering worker cost on the task path, as A/B ratios.
 
 Starts the production web (gunicorn, as `make run` does) on this machine's PostgreSQL and RabbitMQ in
-each configuration in turn, round after round (interleaved, so a busy machine weighs on all alike),
+each configuration in turn, round after round (interleaved, each round starting with another one, so
+a busy machine weighs on all alike),
 submits single tasks from 16 keep-alive connections, and prints each configuration's submit rate and
 its median ratio to the baseline. Nothing here asserts a speed.
 """
@@ -98,7 +99,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
     try:
         for round_number in range(args.rounds):
-            for name, (settings, gunicorn_args) in CONFIGURATIONS.items():
+            # Each round starts with another configuration, so that none always runs first or last.
+            names = list(CONFIGURATIONS)
+            order = names[round_number % len(names):] + names[:round_number % len(names)]
+            for name in order:
+                settings, gunicorn_args = CONFIGURATIONS[name]
                 port = free_port()
                 env = {**base_env, **settings, "DALC_PORT": str(port)}
                 log = Path(f"/tmp/dalc-bench-security-{port}.log")
