@@ -19,15 +19,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import psycopg2
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import AMQP_URL, PG_ADMIN_DSN, percentile  # noqa: E402
+from bench_service import AMQP_URL, BenchDatabase, percentile  # noqa: E402
 
-from support import BIN, Process, dalc_env, delete_queues, free_port, wait_for_http  # noqa: E402
+from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
 
 PAIRS = int(os.environ.get("BENCH_PAIRS", "4"))
 PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "15"))
@@ -146,17 +143,13 @@ class Viewers:
 
 
 def main() -> None:
-    run_id = uuid.uuid4().hex[:8]
-    db_name, queue = f"dalc_bench_{run_id}", f"dalc-bench-{run_id}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db_name}"')
+    database = BenchDatabase.create("dalc-bench")
+    admin, db_name = database.admin, database.name
     port = free_port()
     env = dalc_env(
-        DALC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
+        DALC_DATABASE_URL=database.url,
         DALC_BROKER_URL=AMQP_URL,
-        DALC_QUEUE_NAME=queue,
+        DALC_QUEUE_NAME=database.queue,
         DALC_PORT=str(port),
         DALC_LOG_LEVEL="WARNING",
     )
@@ -202,10 +195,7 @@ def main() -> None:
     finally:
         worker.stop()
         web.stop()
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.close()
-        delete_queues(AMQP_URL, queue)
+        database.drop()
 
 
 if __name__ == "__main__":

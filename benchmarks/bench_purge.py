@@ -16,15 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import AMQP_URL, PG_ADMIN_DSN, run_load, wait_final  # noqa: E402
+from bench_service import AMQP_URL, BenchDatabase, run_load, wait_final  # noqa: E402
 
-from support import BIN, Process, dalc_env, delete_queues, free_port, wait_for_http  # noqa: E402
+from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
 
 # Finished eight days ago, one every millisecond, 2% FAILED and 0.2% CANCELLED, as a busy week leaves them.
 BACKLOG = """
@@ -104,18 +103,13 @@ def steady_ingest(args, port: int, env: dict, logs: Path, cur) -> None:
 
 def main() -> None:
     args = settings()
-    run_id = uuid.uuid4().hex[:8]
-    db_name, queue = f"dalc_bench_purge_{run_id}", f"dalc-bench-purge-{run_id}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db_name}"')
-    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={db_name}"
+    database = BenchDatabase.create("dalc-bench-purge")
+    dsn = database.dsn
     port = free_port()
     env = dalc_env(
-        DALC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
+        DALC_DATABASE_URL=database.url,
         DALC_BROKER_URL=AMQP_URL,
-        DALC_QUEUE_NAME=queue,
+        DALC_QUEUE_NAME=database.queue,
         DALC_PORT=str(port),
         DALC_LOG_LEVEL="WARNING",
         # Fewer connections than bench_service.py's shape: the machine's PostgreSQL (100 at most) is shared.
@@ -216,10 +210,7 @@ def main() -> None:
             process.stop()
         if conn is not None:
             conn.close()
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.close()
-        delete_queues(AMQP_URL, queue)
+        database.drop()
 
 
 if __name__ == "__main__":

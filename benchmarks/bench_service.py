@@ -46,6 +46,41 @@ class Settings:
     extra_env: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchDatabase:
+    """A database and a queue of one benchmark run's own, on this machine's PostgreSQL and RabbitMQ."""
+
+    admin: object  # an autocommit connection to the server, for CREATE/DROP DATABASE and statistics
+    name: str
+    queue: str
+
+    @classmethod
+    def create(cls, prefix: str) -> BenchDatabase:
+        """Create `<prefix>_<run id>` (dashes as underscores) and name the queue `<prefix>-<run id>`."""
+        run_id = uuid.uuid4().hex[:8]
+        admin = psycopg2.connect(PG_ADMIN_DSN)
+        admin.autocommit = True
+        created = cls(admin, f"{prefix.replace('-', '_')}_{run_id}", f"{prefix}-{run_id}")
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{created.name}"')
+        return created
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port=5432 user=postgres dbname={self.name}"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:5432/{self.name}"
+
+    def drop(self) -> None:
+        """Drop the database and the queues, whatever the run left in them."""
+        with self.admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.close()
+        delete_queues(AMQP_URL, self.queue)
+
+
 class Client:
     """One keep-alive HTTP connection per thread: lighter than requests, so the generator steals less CPU."""
 
@@ -204,18 +239,13 @@ def main() -> None:
         if raw and field.type in ("int", "float"):
             setattr(s, field.name, type(getattr(s, field.name))(raw))
 
-    run_id = uuid.uuid4().hex[:8]
-    db_name, queue = f"dalc_bench_{run_id}", f"dalc-bench-{run_id}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db_name}"')
-    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={db_name}"
+    database = BenchDatabase.create("dalc-bench")
+    dsn = database.dsn
     port = free_port()
     env = dalc_env(
-        DALC_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db_name}",
+        DALC_DATABASE_URL=database.url,
         DALC_BROKER_URL=AMQP_URL,
-        DALC_QUEUE_NAME=queue,
+        DALC_QUEUE_NAME=database.queue,
         DALC_PORT=str(port),
         DALC_WEB_WORKERS=str(s.web_workers),
         DALC_WEB_THREADS=str(s.web_threads),
@@ -246,10 +276,7 @@ def main() -> None:
     finally:
         worker.stop()
         web.stop()
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.close()
-        delete_queues(AMQP_URL, queue)
+        database.drop()
 
 
 if __name__ == "__main__":
