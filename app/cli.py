@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from app.config import Config, ConfigError, mask_password
@@ -26,7 +27,11 @@ def _serve(config: Config) -> None:
     tracing.setup_tracing("dalc")
     app = create_app(config)
     app.teardown_request(database.release_connection)  # Werkzeug starts a thread per request
-    server = make_server(config.host, config.port, app, threaded=True)
+    servers = [make_server(config.host, config.port, app, threaded=True)]
+    if config.web_metrics_port:  # /metrics on a port of its own, as gunicorn_conf.py binds it
+        servers.append(make_server(config.host, config.web_metrics_port, app, threaded=True))
+        threading.Thread(target=servers[1].serve_forever, name="dalc-metrics-server", daemon=True).start()
+        log.info("metrics on http://%s:%d/metrics", config.host, config.web_metrics_port)
     log.info("dalc (embedded: %s, in-process broker) on http://%s:%d",
              mask_password(config.database_url), config.host, config.port)
 
@@ -35,11 +40,14 @@ def _serve(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        server.server_close()
+        for server in servers[1:]:
+            server.shutdown()
+        for server in servers:
+            server.server_close()
         app.extensions["dalc"].close()
 
 

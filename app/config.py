@@ -29,6 +29,8 @@ class Config:
     broker_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    # A port of its own for the web's /metrics (then answered there only); 0: /metrics on DALC_PORT.
+    web_metrics_port: int = 0
     queue_name: str = "dalc"
     queue_type: str = "classic"
     # Database connections each process keeps open at most.
@@ -125,6 +127,8 @@ class Config:
             ("log_format", self.log_format in ("text", "json", "auto"), "must be text, json or auto"),
             ("auth", self.auth in ("required", "off"), "must be required or off"),
             ("worker_metrics_port", 0 <= self.worker_metrics_port < 65536, "must be between 0 and 65535"),
+            ("web_metrics_port", 0 <= self.web_metrics_port < 65536, "must be between 0 and 65535"),
+            ("web_metrics_port", self.web_metrics_port != self.port, "must differ from DALC_PORT"),
             ("max_batch_size", 1 <= self.max_batch_size <= 10_000, "must be between 1 and 10000"),
             ("max_wait_seconds", 0 <= self.max_wait_seconds <= 300, "must be between 0 and 300"),
             ("default_page_size", 1 <= self.default_page_size <= self.max_page_size,

@@ -7,6 +7,8 @@ from app.telemetry import metrics, tracing
 _config = Config.from_env()
 
 bind = [f"{_config.host}:{_config.port}"]
+if _config.web_metrics_port:  # /metrics on a port of its own; app/web/metrics.py keeps each to its own
+    bind.append(f"{_config.host}:{_config.web_metrics_port}")
 workers = _config.web_workers
 # gthread, except that a request is read whole in the event loop before a thread takes it (slow clients).
 worker_class = "app.gunicorn_worker.BufferingThreadWorker"

@@ -36,6 +36,7 @@ def test_variables_override_defaults():
         ("DALC_PORT", "eighty"),
         ("DALC_PORT", "70000"),
         ("DALC_PORT", "-1"),
+        ("DALC_WEB_METRICS_PORT", "70000"),
         ("DALC_DATABASE_URL", "mysql://x/y"),
         ("DALC_BROKER_URL", "redis://localhost"),
         ("DALC_QUEUE_TYPE", "stream"),
@@ -54,6 +55,13 @@ def test_variables_override_defaults():
 def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+def test_the_web_metrics_port_is_off_by_default_and_cannot_be_the_api_port():
+    assert Config.from_env({}).web_metrics_port == 0
+    assert Config.from_env({"DALC_WEB_METRICS_PORT": "9090"}).web_metrics_port == 9090
+    with pytest.raises(ConfigError, match="DALC_WEB_METRICS_PORT=8080 must differ from DALC_PORT"):
+        Config.from_env({"DALC_WEB_METRICS_PORT": "8080"})
 
 
 def test_auth_is_off_unless_required():

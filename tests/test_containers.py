@@ -42,7 +42,7 @@ def release(tmp_path_factory):
     helm_binary()
     database = f"dalc_containers_{RUN_ID}"
     with own_database(database) as database_url:
-        web_port, metrics_port = free_port(), free_port()
+        web_port, web_metrics_port, metrics_port = free_port(), free_port(), free_port()
         values = {
             # A tag of this run's own: runs on the same engine never use each other's image.
             "image": {"tag": f"test-{RUN_ID}"},
@@ -53,7 +53,7 @@ def release(tmp_path_factory):
             "config": {"queueName": QUEUE, "extra": {"DALC_SWEEP_AFTER_SECONDS": "2"}},
             # Every container shares the host's network: ports of this run's own, and the Service's
             # port equal to the container's, as the name dalc-web maps to 127.0.0.1.
-            "web": {"containerPort": web_port, "service": {"port": web_port}},
+            "web": {"containerPort": web_port, "service": {"port": web_port}, "metrics": {"port": web_metrics_port}},
             "worker": {"metrics": {"port": metrics_port}, "shutdownSeconds": SHUTDOWN_SECONDS,
                        "terminationGracePeriodSeconds": GRACE_SECONDS},
         }
@@ -170,8 +170,10 @@ def test_the_workers_metrics_count_the_tasks_they_evaluated(release, pods):
 
 
 def test_the_web_counts_no_task_overdue_while_the_sweeper_runs(release, pods):
-    text = requests.get(f"{release.url}/metrics", timeout=10).text
+    text = requests.get(f"http://127.0.0.1:{pods['web'].port('metrics')}/metrics", timeout=10).text
     assert re.search(r"^dalc_tasks_overdue 0\.0$", text, re.MULTILINE), text
+    # Not on the API's port, which clients reach.
+    assert requests.get(f"{release.url}/metrics", timeout=10).status_code == 404
 
 
 def test_the_helm_test_pod_gets_2_for_1_plus_1(release, pods):

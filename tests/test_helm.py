@@ -123,6 +123,28 @@ def test_worker_metrics_port_is_probed_scraped_and_switchable():
     assert "prometheus.io/scrape" not in worker["spec"]["template"]["metadata"]["annotations"]
 
 
+def test_the_web_serves_metrics_on_a_port_of_their_own_that_its_service_does_not_expose():
+    objects = render()
+    web = one(objects, "Deployment", "dalc-web")
+    assert containers(web)[0]["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                           {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert one(objects, "ConfigMap", "dalc")["data"]["DALC_WEB_METRICS_PORT"] == "9090"
+    assert [port["targetPort"] for port in one(objects, "Service", "dalc-web")["spec"]["ports"]] == ["http"]
+
+    objects = render(settings=("web.metrics.port=0",))
+    web = one(objects, "Deployment", "dalc-web")
+    assert [port["name"] for port in containers(web)[0]["ports"]] == ["http"]
+    assert web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert one(objects, "ConfigMap", "dalc")["data"]["DALC_WEB_METRICS_PORT"] == "0"
+
+
+@pytest.mark.parametrize("port", ["80", "70000", "-1"])
+def test_the_web_metrics_port_must_be_unprivileged_or_zero(port):
+    done = run_helm(*template_args(settings=(f"web.metrics.port={port}",)), check=False)
+    assert done.returncode != 0 and "schema" in done.stderr.lower(), done.stderr
+
+
 def test_worker_extra_arguments_follow_the_cli_line():
     worker = containers(one(render((CHART / "ci" / "worker-autoscaling-values.yaml",)),
                             "Deployment", "dalc-worker"))[0]
@@ -135,7 +157,7 @@ def test_web_runs_gunicorn_on_the_app_factory_with_health_probes():
     assert web["command"] == ["gunicorn", "--config", "python:app.gunicorn_conf", "app:create_app()"]
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert web["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert web["readinessProbe"]["httpGet"]["port"] == web["livenessProbe"]["httpGet"]["port"] == "http"
     assert env_of(web)["OTEL_SERVICE_NAME"]["value"] == "dalc-web"
 
 

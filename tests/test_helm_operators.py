@@ -96,20 +96,48 @@ def test_the_crd_check_refuses_unknown_fields_and_wrong_types(change, message):
         validate(monitor)
 
 
-@pytest.mark.parametrize("component, service_name", [("web", "dalc-web"), ("worker", "dalc-worker-metrics")])
-def test_service_monitors_reach_the_metrics_port_of_the_web_and_the_workers(component, service_name):
-    objects = render(OPERATORS)
+def monitored_service(objects, monitor: dict) -> dict:
+    """The one Service a ServiceMonitor selects (its name is the scrape job's name)."""
+    [service] = [s for s in find(objects, "Service") if matches(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    return service
+
+
+@pytest.mark.parametrize("component, service_name, settings", [
+    ("web", "dalc-web-metrics", ()),
+    ("web", "dalc-web", ("web.metrics.port=0",)),
+    ("worker", "dalc-worker-metrics", ()),
+])
+def test_service_monitors_reach_the_metrics_port_of_the_web_and_the_workers(component, service_name, settings):
+    objects = render(OPERATORS, settings)
     monitor = one(objects, "ServiceMonitor", f"dalc-{component}")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["dalc"]}
-    [service] = [s for s in find(objects, "Service") if matches(monitor["spec"]["selector"], s["metadata"]["labels"])]
+    service = monitored_service(objects, monitor)
     assert service["metadata"]["name"] == service_name
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
     [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
     deployment = one(objects, "Deployment", f"dalc-{component}")
     assert matches({"matchLabels": service["spec"]["selector"]}, pod_labels(deployment))
-    assert port["targetPort"] in {p["name"] for p in containers(deployment)[0]["ports"]}
+    [target] = [p for p in containers(deployment)[0]["ports"] if p["name"] == port["targetPort"]]
+    # The port the process serves /metrics on: the one its configuration names.
+    variable = {"web": "DALC_WEB_METRICS_PORT", "worker": "DALC_WORKER_METRICS_PORT"}[component]
+    served = int(one(objects, "ConfigMap", "dalc")["data"][variable]) or int(
+        one(objects, "ConfigMap", "dalc")["data"]["DALC_PORT"])
+    assert target["containerPort"] == served
+    if service_name.endswith("-metrics"):
+        assert service["spec"]["clusterIP"] == "None" and len(service["spec"]["ports"]) == 1
+
+
+@pytest.mark.parametrize("settings", [(), ("web.metrics.port=0",)])
+def test_the_alerts_read_the_jobs_the_service_monitors_scrape(settings):
+    objects = render(OPERATORS, settings)
+    jobs = {monitor["metadata"]["name"]: monitored_service(objects, monitor)["metadata"]["name"]
+            for monitor in find(objects, "ServiceMonitor")}
+    [group] = one(objects, "PrometheusRule", "dalc")["spec"]["groups"]
+    alerts = {alert["alert"]: alert["expr"] for alert in group["rules"]}
+    assert f'job="{jobs["dalc-web"]}"' in alerts["DalcTasksOverdue"]
+    assert f'job="{jobs["dalc-worker"]}"' in alerts["DalcNoWorkerConsuming"]
 
 
 def test_without_worker_metrics_only_the_web_is_monitored_and_alerts_are_refused():
@@ -215,7 +243,7 @@ def test_bundled_services_accept_only_dalcs_pods_and_rabbitmq_its_peers():
 
 def test_dalcs_pods_accept_traffic_on_their_own_ports_only():
     objects = render(OPERATORS)
-    for component, ports in (("web", ["http"]), ("worker", ["metrics"]), ("sweeper", [])):
+    for component, ports in (("web", ["http", "metrics"]), ("worker", ["metrics"]), ("sweeper", [])):
         policy = one(objects, "NetworkPolicy", f"dalc-{component}")
         deployment = one(objects, "Deployment", f"dalc-{component}")
         selected = [obj for obj in workloads(objects) if matches(policy["spec"]["podSelector"], pod_labels(obj))]
@@ -224,9 +252,16 @@ def test_dalcs_pods_accept_traffic_on_their_own_ports_only():
         assert [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]] == ports
         served = {port["name"] for port in containers(deployment)[0].get("ports", [])}
         assert set(ports) == served
-    web = one(render(OPERATORS, ("networkPolicy.webFrom[0].namespaceSelector.matchLabels.team=edge",)),
-              "NetworkPolicy", "dalc-web")
-    assert web["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"team": "edge"}}}]
+    edge = {"namespaceSelector": {"matchLabels": {"team": "edge"}}}
+    monitoring = {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}
+    objects = render(OPERATORS, ("networkPolicy.webFrom[0].namespaceSelector.matchLabels.team=edge",
+                                 "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring"))
+    web, worker = (one(objects, "NetworkPolicy", f"dalc-{name}")["spec"]["ingress"] for name in ("web", "worker"))
+    assert [(rule["ports"][0]["port"], rule["from"]) for rule in web] == [("http", [edge]), ("metrics", [monitoring])]
+    assert [(rule["ports"][0]["port"], rule["from"]) for rule in worker] == [("metrics", [monitoring])]
+    # With /metrics on the web's own port, the web takes nothing but http.
+    web = one(render(OPERATORS, ("web.metrics.port=0",)), "NetworkPolicy", "dalc-web")
+    assert [port["port"] for rule in web["spec"]["ingress"] for port in rule["ports"]] == ["http"]
 
 
 def test_external_services_get_no_network_policy_of_the_chart():

@@ -180,3 +180,39 @@ def test_metrics_are_created_once_even_when_threads_race_to_the_first_use():
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and len({id(r) for r in results}) == 1
+
+
+@pytest.mark.parametrize("shape", ["gunicorn", "embedded"])
+def test_a_metrics_port_of_their_own_answers_metrics_only_and_the_api_port_everything_else(shape, request, tmp_path):
+    port, metrics_port = free_port(), free_port()
+    settings = dict(DALC_PORT=str(port), DALC_WEB_METRICS_PORT=str(metrics_port), DALC_AUTH="required")
+    if shape == "gunicorn":
+        queue = f"dalc-test-{RUN_ID}-metrics-port"
+        settings.update(DALC_DATABASE_URL=request.getfixturevalue("pg_url"), DALC_QUEUE_NAME=queue,
+                        DALC_BROKER_URL=request.getfixturevalue("amqp_url"))
+        command = [str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"]
+    else:
+        settings.update(DALC_DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}")
+        command = [str(BIN / "dalc"), "run"]
+    process = Process(command, dalc_env(**settings), tmp_path / "web.log")
+    api, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+    try:
+        wait_for_http(f"{api}/healthz", process)
+        # Open without a token, like health and readiness.
+        assert scrape(f"{private}/metrics")[("dalc_tasks_overdue", ())] == 0
+        for method, path in [("GET", "/metrics"), ("HEAD", "/metrics")]:
+            answer = requests.request(method, f"{api}{path}", timeout=5)
+            assert answer.status_code == 404, (method, path)
+        for method, path in [("POST", "/tasks"), ("GET", "/tasks/1"), ("GET", "/healthz"), ("GET", "/"),
+                             ("GET", "/openapi.json")]:
+            answer = requests.request(method, f"{private}{path}", json={"expression": "1 + 1"}, timeout=5)
+            assert answer.status_code == 404, (method, path)
+            assert answer.headers["Content-Type"] == "application/problem+json"
+        # The API port still serves the API, behind its token.
+        assert requests.post(f"{api}/tasks", json={"expression": "1 + 1"}, timeout=5).status_code == 401
+        assert requests.get(f"{api}/readyz", timeout=5).status_code == 200
+        assert process.stop() == 0, process.output()[-2000:]
+    finally:
+        process.stop()
+        if shape == "gunicorn":
+            delete_queues(settings["DALC_BROKER_URL"], queue)

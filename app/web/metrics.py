@@ -5,7 +5,7 @@ import datetime as dt
 import logging
 import time
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, abort, current_app, g, request
 
 from app import store
 from app.store.database import UNAVAILABLE_ERRORS
@@ -28,6 +28,21 @@ def scrape():
     body, content_type = metrics.exposition(
         [OverdueTasks(config.sweep_after_seconds, config.sweep_interval_seconds), PurgeTotals()])
     return body, 200, {"Content-Type": content_type}
+
+
+@bp.before_app_request
+def _keep_metrics_on_their_port():
+    """With DALC_WEB_METRICS_PORT set, that port answers /metrics and nothing else, and DALC_PORT the rest.
+
+    SERVER_PORT is the port of the socket the request came in on (gunicorn and Werkzeug both take it
+    from the listener, not from the Host header), so a client cannot choose it.
+    """
+    port = current_app.extensions["dalc"].config.web_metrics_port
+    if port:
+        rule = request.url_rule
+        asks_metrics = rule is not None and rule.endpoint == "metrics.scrape"
+        if (request.environ.get("SERVER_PORT") == str(port)) != asks_metrics:
+            abort(404)
 
 
 @bp.before_app_request
