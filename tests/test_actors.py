@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
+import dramatiq
 import peewee
+import pika
 import pytest
 
 from app import store
@@ -50,11 +52,57 @@ def test_a_redelivered_message_changes_nothing(runtime, make_tasks):
 def test_a_task_claimed_past_its_attempts_ends_retries_exhausted(runtime, make_tasks):
     (task_id,) = make_tasks("1 + 1")
     with db.connection_context():
-        for _ in range(3):
-            store.claim([task_id])  # three workers took it and died
+        # Three workers took it and died: the first delivery's, unrecorded, then two redeliveries' claims.
+        for _ in range(2):
+            store.claim([task_id])
+        assert store.get_task(task_id).attempts == 3
     process_tasks([task_id], runtime.evaluator, max_attempts=3)
     task = read(task_id)
     assert (task.status, task.error_code, task.attempts) == (FAILED, "retries_exhausted", 4)
+
+
+def test_a_first_delivery_writes_the_task_once_and_still_counts_and_times_the_try(runtime, make_tasks):
+    ids = make_tasks("6 * 7", "1 / 0")
+    assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False) == 2
+    ok, zero = (read(i) for i in ids)
+    assert (ok.status, json.loads(ok.result), ok.attempts) == (COMPLETED, 42, 1)
+    assert (zero.status, zero.error_code, zero.attempts) == (FAILED, "division_by_zero", 1)
+    assert ok.created_at <= ok.started_at <= ok.finished_at
+    # A duplicate first delivery (the sweeper published it again) finds the tasks final: nothing changes.
+    assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False) == 0
+    assert (read(ids[0]).attempts, read(ids[0]).finished_at) == (1, ok.finished_at)
+
+
+def test_a_first_delivery_leaves_a_cancelled_task_cancelled(runtime, make_tasks):
+    (task_id,) = make_tasks("1 + 1")
+    with db.connection_context():
+        store.cancel_task(task_id)
+    assert process_tasks([task_id], runtime.evaluator, max_attempts=5, claim=False) == 0
+    assert (read(task_id).status, read(task_id).attempts) == ("CANCELLED", 0)
+
+
+def test_only_a_message_delivered_before_is_claimed_first(runtime, make_tasks):
+    again, first = make_tasks("3 + 3"), make_tasks("2 + 2")
+    runtime.actor.send(again)
+    # Take the message and hand it back unacknowledged, as a worker that dies holding it does:
+    # RabbitMQ delivers it again, marked redelivered.
+    connection = pika.BlockingConnection(pika.URLParameters(runtime.config.broker_url))
+    try:
+        channel = connection.channel()
+        method = wait_until(lambda: channel.basic_get(runtime.config.queue_name, auto_ack=False)[0], timeout=10)
+        assert not method.redelivered
+    finally:
+        connection.close()
+    runtime.actor.send(first)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_until(lambda: read(first[0]).status == read(again[0]).status == COMPLETED, timeout=10)
+    finally:
+        worker.stop()
+    assert read(first[0]).attempts == 1  # read, evaluated, recorded: one try
+    # Claimed, counting the try that was handed back unrecorded as well as its own.
+    assert read(again[0]).attempts == 2
 
 
 def test_unknown_ids_are_ignored(runtime, app):

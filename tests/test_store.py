@@ -32,7 +32,8 @@ def test_new_tasks_answer_exactly_what_reading_them_back_gives_in_the_order_give
 def test_claiming_marks_running_counts_the_attempt_and_stamps_the_start(conn):
     (task_id,) = new_tasks("1 + 1")
     claimed = store.claim([task_id])
-    assert [(c.id, c.expression, c.attempts) for c in claimed] == [(task_id, "1 + 1", 1)]
+    # A claim is for a message delivered before: a task still SCHEDULED had an unrecorded first try too.
+    assert [(c.id, c.expression, c.attempts) for c in claimed] == [(task_id, "1 + 1", 2)]
     task = store.get_task(task_id)
     assert task.status == RUNNING and task.started_at is not None
 
@@ -50,8 +51,32 @@ def test_a_running_task_can_be_claimed_again_and_keeps_its_first_start(conn):
     (task_id,) = new_tasks("2")
     store.claim([task_id])
     first_start = store.get_task(task_id).started_at
-    assert store.claim([task_id])[0].attempts == 2
+    assert store.claim([task_id])[0].attempts == 3
     assert store.get_task(task_id).started_at == first_start
+
+
+def test_a_first_delivery_reads_open_tasks_without_changing_them(conn):
+    open_, done = new_tasks("1 + 1", "2")
+    store.claim([done])
+    store.finish([store.Outcome(done, COMPLETED, result="2")])
+    assert [(t.id, t.expression, t.attempts) for t in store.read_open([open_, done])] == [(open_, "1 + 1", 1)]
+    task = store.get_task(open_)
+    assert (task.status, task.attempts, task.started_at) == ("SCHEDULED", 0, None)
+
+
+def test_an_unclaimed_outcome_counts_the_try_stamps_the_start_and_never_rewrites_a_final_task(conn):
+    scheduled, running, cancelled = new_tasks("1", "2", "3")
+    store.claim([running])
+    claimed_start = store.get_task(running).started_at
+    store.cancel_task(cancelled)
+    started = utcnow()
+    outcomes = [store.Outcome(i, COMPLETED, result=str(n)) for n, i in enumerate((scheduled, running, cancelled))]
+    assert store.finish(outcomes, started_at=started) == 2
+    first, second, third = (store.get_task(i) for i in (scheduled, running, cancelled))
+    assert (first.status, first.attempts, first.started_at, first.result) == (COMPLETED, 1, started, "0")
+    assert (second.status, second.attempts, second.started_at) == (COMPLETED, 3, claimed_start)
+    assert (third.status, third.attempts, third.result) == (CANCELLED, 0, None)
+    assert store.finish([store.Outcome(scheduled, FAILED, error_code="x", error_message="y")], started_at=started) == 0
 
 
 def test_only_the_first_outcome_lands(conn):

@@ -6,12 +6,13 @@ import logging
 from collections.abc import Sequence
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from app import store
 from app.config import Config
 from app.evaluator import EvaluationError, Evaluator
 from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
-from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED
+from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED, utcnow
 from app.telemetry.tasks import Evaluations
 
 log = logging.getLogger(__name__)
@@ -19,18 +20,22 @@ log = logging.getLogger(__name__)
 ACTOR_NAME = "evaluate_tasks"
 
 
-def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: int) -> int:
-    """Claim, evaluate and record the open tasks among `task_ids`; return how many outcomes landed.
+def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: int, *, claim: bool = True) -> int:
+    """Evaluate and record the open tasks among `task_ids`; return how many outcomes landed.
 
+    With `claim`, the tasks are first marked RUNNING and their attempt counted: for a message that was
+    delivered before, whose try may have died. Without it (a first delivery) they are only read, and the
+    outcome counts the attempt: one write per task instead of two.
     Database errors propagate, so the broker retries the message with backoff; a bad expression is an
     outcome (FAILED), never an exception.
     """
     try:
         with db.connection_context():
-            claimed = store.claim(task_ids)
-            with Evaluations(claimed) as evaluations:  # spans, latency, counts and a log line per task
-                outcomes = [evaluations.record(task, _outcome(task, evaluator, max_attempts)) for task in claimed]
-            return store.finish(outcomes)
+            started_at = None if claim else utcnow()
+            tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
+            with Evaluations(tasks) as evaluations:  # spans, latency, counts and a log line per task
+                outcomes = [evaluations.record(task, _outcome(task, evaluator, max_attempts)) for task in tasks]
+            return store.finish(outcomes, started_at=started_at)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise
@@ -57,11 +62,20 @@ def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> st
     return store.Outcome(task.id, COMPLETED, result=json.dumps(value))
 
 
+def delivered_before(message: dramatiq.Message | None) -> bool:
+    """Tell whether a worker may already have tried this message: RabbitMQ redelivers it (a worker died
+    or lost its connection holding it), or Dramatiq retries it. Unknown counts as yes, the safe side."""
+    if message is None:
+        return True
+    return bool(getattr(message, "redelivered", False) or message.options.get("retries"))
+
+
 def declare_actors(broker: dramatiq.Broker, config: Config, evaluator: Evaluator) -> dramatiq.Actor:
     """Declare the evaluate actor on `broker` with the configured queue and retry policy."""
 
     def evaluate_tasks(task_ids: list[int]) -> None:
-        process_tasks(task_ids, evaluator, config.max_attempts)
+        process_tasks(task_ids, evaluator, config.max_attempts,
+                      claim=delivered_before(CurrentMessage.get_current_message()))
 
     return dramatiq.actor(
         evaluate_tasks,

@@ -10,7 +10,7 @@ import pika
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
-from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 
 from app.config import Config
 
@@ -116,6 +116,8 @@ def build_broker(config: Config, extra_middleware: Sequence[dramatiq.Middleware]
             min_backoff=config.retry_min_backoff_ms,
             max_backoff=config.retry_max_backoff_ms,
         ),
+        # The actor asks whether its message was delivered before (app/queue/actors.py).
+        CurrentMessage(),
         *extra_middleware,
     ]
     if config.embedded_broker:

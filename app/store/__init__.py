@@ -19,6 +19,7 @@ from app.store.tasks import (
     get_tasks,
     insert_rows,
     list_tasks,
+    read_open,
     trace_ids,
     wait_for_final,
 )
@@ -26,6 +27,6 @@ from app.store.tasks import (
 __all__ = [
     "FINAL_CHANNEL", "Claimed", "Idempotency", "IdempotencyConflict", "Outcome", "StoreUnavailable",
     "cancel_task", "claim", "count_overdue", "create_tasks", "due_for_republish", "fail_open_tasks", "finish",
-    "get_task", "get_tasks", "insert_rows", "list_tasks", "trace_ids", "wait_for_final", "TasksExpired",
+    "get_task", "get_tasks", "insert_rows", "list_tasks", "read_open", "trace_ids", "wait_for_final", "TasksExpired",
     "TokenNameTaken",
 ]

@@ -17,6 +17,7 @@ from app.store.models import (
     NO_OWNER,
     OPEN_STATUSES,
     RUNNING,
+    SCHEDULED,
     IdempotencyKey,
     Task,
     utcnow,
@@ -270,16 +271,36 @@ def cancel_task(task_id: int, *, owner: int | None = None) -> tuple[Task | None,
 _ASYNC_COMMIT = "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit "
 
 
-def claim(ids: Iterable[int]) -> list[Claimed]:
-    """Mark the open tasks among `ids` RUNNING, count the attempt, and return them.
+def read_open(ids: Iterable[int]) -> list[Claimed]:
+    """Return the open tasks among `ids` as a first delivery evaluates them: read, not claimed.
 
-    A task already RUNNING is claimed again: its earlier worker died or its message was redelivered;
-    evaluation is pure, and finish() lets only the first outcome land.
+    A message's first delivery writes nothing before its outcome (finish() with `started_at` counts the
+    attempt and stamps the start): one statement and one row version fewer per task. `attempts` is the
+    count this try makes.
     """
     ids = list(ids)
     p = db.param
     sql = (
-        f"UPDATE task SET status = '{RUNNING}', attempts = attempts + 1, started_at = COALESCE(started_at, {p}) "
+        f"SELECT id, expression, attempts + 1 FROM task WHERE id IN ({', '.join([p] * len(ids))}) "
+        f"AND status IN {_OPEN_SQL}"
+    )
+    return [Claimed(*row) for row in db.execute_sql(sql, ids).fetchall()]
+
+
+def claim(ids: Iterable[int]) -> list[Claimed]:
+    """Mark the open tasks among `ids` RUNNING, count the attempt, and return them.
+
+    Workers claim for a message that was delivered before (redelivered by RabbitMQ, or retried): a try
+    may have died in it. A task still SCHEDULED then had an unclaimed first try (see read_open), which
+    this counts too, so a task that kills its workers ends after DALC_MAX_ATTEMPTS tries all the same.
+    A task already RUNNING is claimed again; evaluation is pure, and finish() lets only the first
+    outcome land.
+    """
+    ids = list(ids)
+    p = db.param
+    sql = (
+        f"UPDATE task SET status = '{RUNNING}', started_at = COALESCE(started_at, {p}), "
+        f"attempts = attempts + CASE WHEN status = '{SCHEDULED}' THEN 2 ELSE 1 END "
         f"{_ASYNC_COMMIT if is_postgres() else ''}"
         f"WHERE id IN ({', '.join([p] * len(ids))}) AND status IN {_OPEN_SQL} "
         "RETURNING id, expression, attempts"
@@ -287,9 +308,11 @@ def claim(ids: Iterable[int]) -> list[Claimed]:
     return [Claimed(*row) for row in db.execute_sql(sql, [utcnow(), *ids]).fetchall()]
 
 
-def finish(outcomes: Sequence[Outcome]) -> int:
-    """Record final outcomes for RUNNING tasks in one statement; return how many landed.
+def finish(outcomes: Sequence[Outcome], *, started_at: dt.datetime | None = None) -> int:
+    """Record final outcomes in one statement; return how many landed.
 
+    Without `started_at` the tasks were claimed (RUNNING). With it they were read unclaimed (read_open):
+    the outcome then also counts the attempt and stamps `started_at` as the start, for tasks still open.
     A task that is already final (finished by a duplicate message, or cancelled) is left as it is.
     """
     if not outcomes:
@@ -301,10 +324,15 @@ def finish(outcomes: Sequence[Outcome]) -> int:
     for o in outcomes:
         params += [o.id, o.status, o.result, o.error_code, o.error_message, o.finished_at]
     values = ", ".join([row_sql] * len(outcomes))
+    if started_at is None:
+        unclaimed, condition = "", f"task.status = '{RUNNING}'"
+    else:
+        unclaimed = f"attempts = task.attempts + 1, started_at = COALESCE(task.started_at, {p}{tcast}), "
+        condition = f"task.status IN {_OPEN_SQL}"
+        params.append(started_at)
     sql = (
-        "UPDATE task SET status = v.status, result = v.result, error_code = v.error_code, "
-        "error_message = v.error_message, finished_at = v.finished_at "
-        f"FROM v WHERE task.id = v.id AND task.status = '{RUNNING}'"
+        f"UPDATE task SET {unclaimed}status = v.status, result = v.result, error_code = v.error_code, "
+        f"error_message = v.error_message, finished_at = v.finished_at FROM v WHERE task.id = v.id AND {condition}"
     )
     return _update_final(sql, params, with_values=f"v (id, status, result, error_code, error_message, "
                                                   f"finished_at) AS (VALUES {values})")
