@@ -42,8 +42,9 @@ class Config:
     max_wait_seconds: float = 30.0
     default_page_size: int = 50
     max_page_size: int = 500
-    # How many task ids one message carries when a batch is published.
-    message_chunk_size: int = 100
+    # How many task ids one message carries at most: a batch of 1,000 is one message. Batches of 1,000
+    # went 9,100-10,200 tasks/s end to end with 100, 15,400-21,500 with 1,000 (README, Performance).
+    message_chunk_size: int = 1_000
     # Evaluation bounds (see docs/expressions.md).
     eval_max_seconds: float = 1.0
     eval_max_memory_bytes: int = 64 * 1024 * 1024

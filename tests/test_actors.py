@@ -73,6 +73,32 @@ def test_a_first_delivery_writes_the_task_once_and_still_counts_and_times_the_tr
     assert (read(ids[0]).attempts, read(ids[0]).finished_at) == (1, ok.finished_at)
 
 
+def test_tasks_left_when_the_budget_is_spent_are_recorded_so_far_and_sent_again(runtime, make_tasks, worker):
+    ids = make_tasks("1 + 1", "2 + 2", "3 + 3")
+    sent_again = []
+
+    def requeue(left):
+        sent_again.append(left)
+        runtime.actor.send(left)  # through RabbitMQ, to the worker
+
+    # A budget already spent: the first task is evaluated all the same, so every message makes progress.
+    assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False, requeue=requeue,
+                         budget_seconds=0) == 1
+    assert sent_again == [ids[1:]]
+    assert read(ids[0]).status == COMPLETED
+    wait_until(lambda: all(read(i).status == COMPLETED for i in ids), timeout=10)
+    assert [json.loads(read(i).result) for i in ids] == [2, 4, 6]
+    assert [read(i).attempts for i in ids] == [1, 1, 1]
+
+
+def test_without_somewhere_to_send_them_tasks_left_past_the_budget_fail_the_message(runtime, make_tasks):
+    ids = make_tasks("1", "2")
+    with pytest.raises(RuntimeError, match="1 task"):
+        process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False, budget_seconds=0)
+    # What was evaluated is recorded; the broker's retry takes the rest.
+    assert [read(i).status for i in ids] == [COMPLETED, SCHEDULED]
+
+
 def test_a_first_delivery_leaves_a_cancelled_task_cancelled(runtime, make_tasks):
     (task_id,) = make_tasks("1 + 1")
     with db.connection_context():

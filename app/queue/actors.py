@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -19,26 +20,55 @@ log = logging.getLogger(__name__)
 
 ACTOR_NAME = "evaluate_tasks"
 
+# A message's tasks are evaluated within this budget; the ones left then go back to the queue in a new
+# message. A message carries up to DALC_MESSAGE_CHUNK_SIZE tasks of up to DALC_EVAL_MAX_SECONDS each, and
+# the TimeLimit middleware stops a message at 60 s: this way a message of slow expressions makes progress
+# instead of being stopped and retried whole.
+MESSAGE_BUDGET_SECONDS = 10.0
 
-def process_tasks(task_ids: Sequence[int], evaluator: Evaluator, max_attempts: int, *, claim: bool = True) -> int:
+
+def process_tasks(
+    task_ids: Sequence[int],
+    evaluator: Evaluator,
+    max_attempts: int,
+    *,
+    claim: bool = True,
+    requeue: Callable[[list[int]], object] | None = None,
+    budget_seconds: float = MESSAGE_BUDGET_SECONDS,
+) -> int:
     """Evaluate and record the open tasks among `task_ids`; return how many outcomes landed.
 
     With `claim`, the tasks are first marked RUNNING and their attempt counted: for a message that was
     delivered before, whose try may have died. Without it (a first delivery) they are only read, and the
     outcome counts the attempt: one write per task instead of two.
+    Tasks still waiting when `budget_seconds` have passed (at least one is evaluated) are handed to
+    `requeue` after the outcomes so far are recorded.
     Database errors propagate, so the broker retries the message with backoff; a bad expression is an
     outcome (FAILED), never an exception.
     """
+    deadline = time.monotonic() + budget_seconds
     try:
         with db.connection_context():
             started_at = None if claim else utcnow()
             tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
-            with Evaluations(tasks) as evaluations:  # spans, latency, counts and a log line per task
-                outcomes = [evaluations.record(task, _outcome(task, evaluator, max_attempts)) for task in tasks]
-            return store.finish(outcomes, started_at=started_at)
+            outcomes: list[store.Outcome] = []
+            with Evaluations(tasks) as evaluations:  # spans, latency, counts and a log line per message
+                for task in tasks:
+                    if outcomes and time.monotonic() > deadline:
+                        break
+                    outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
+            landed = store.finish(outcomes, started_at=started_at)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise
+    left = [task.id for task in tasks[len(outcomes):]]
+    if left:
+        if requeue is None:
+            raise RuntimeError(f"{len(left)} task(s) left past the budget and nowhere to send them")
+        log.info("message budget of %gs spent: %d task(s) done, %d sent again", budget_seconds,
+                 len(outcomes), len(left))
+        requeue(left)  # if the broker refuses, the message is retried: its recorded tasks are final
+    return landed
 
 
 def _outcome(task: store.Claimed, evaluator: Evaluator, max_attempts: int) -> store.Outcome:
@@ -75,9 +105,9 @@ def declare_actors(broker: dramatiq.Broker, config: Config, evaluator: Evaluator
 
     def evaluate_tasks(task_ids: list[int]) -> None:
         process_tasks(task_ids, evaluator, config.max_attempts,
-                      claim=delivered_before(CurrentMessage.get_current_message()))
+                      claim=delivered_before(CurrentMessage.get_current_message()), requeue=actor.send)
 
-    return dramatiq.actor(
+    actor = dramatiq.actor(
         evaluate_tasks,
         broker=broker,
         actor_name=ACTOR_NAME,
@@ -86,3 +116,4 @@ def declare_actors(broker: dramatiq.Broker, config: Config, evaluator: Evaluator
         min_backoff=config.retry_min_backoff_ms,
         max_backoff=config.retry_max_backoff_ms,
     )
+    return actor
