@@ -231,3 +231,12 @@ volumeMounts:
   - name: tmp
     mountPath: /tmp
 {{- end }}
+
+{{/*
+The Service (its name after the fullname) and port name the web's /metrics is scraped through: the
+headless web-metrics Service when web.metrics.port gives metrics a port of their own, else the web's
+Service on http. The ServiceMonitor scrapes it and the PrometheusRule's job label is its name.
+*/}}
+{{- define "dalc.web.metricsService" -}}
+{{- ternary "web-metrics" "web" (not (empty .Values.web.metrics.port)) }}
+{{- end }}
