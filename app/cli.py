@@ -27,10 +27,11 @@ def _serve(config: Config) -> None:
     tracing.setup_tracing("dalc")
     app = create_app(config)
     app.teardown_request(database.release_connection)  # Werkzeug starts a thread per request
-    servers = [make_server(config.host, config.port, app, threaded=True)]
+    server = make_server(config.host, config.port, app, threaded=True)
+    metrics_server = None
     if config.web_metrics_port:  # /metrics on a port of its own, as gunicorn_conf.py binds it
-        servers.append(make_server(config.host, config.web_metrics_port, app, threaded=True))
-        threading.Thread(target=servers[1].serve_forever, name="dalc-metrics-server", daemon=True).start()
+        metrics_server = make_server(config.host, config.web_metrics_port, app, threaded=True)
+        threading.Thread(target=metrics_server.serve_forever, name="dalc-metrics-server", daemon=True).start()
         log.info("metrics on http://%s:%d/metrics", config.host, config.web_metrics_port)
     log.info("dalc (embedded: %s, in-process broker) on http://%s:%d",
              mask_password(config.database_url), config.host, config.port)
@@ -40,14 +41,14 @@ def _serve(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        servers[0].serve_forever()
+        server.serve_forever()
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        for server in servers[1:]:
-            server.shutdown()
-        for server in servers:
-            server.server_close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        server.server_close()
         app.extensions["dalc"].close()
 
 
