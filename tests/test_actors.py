@@ -135,13 +135,55 @@ def test_unknown_ids_are_ignored(runtime, app):
     assert process_tasks([987654321], runtime.evaluator, max_attempts=5) == 0
 
 
-def test_messages_through_rabbitmq_carry_only_ids(runtime, make_tasks, worker):
+def test_a_message_of_ids_alone_is_read_from_the_database(runtime, make_tasks, worker):
+    # What the sweeper and the budget's re-send publish, and what a web of an older release published.
     ids = make_tasks("3 + 4", "10 // 3")
     message = runtime.actor.send(ids)
-    assert message.args == (ids,)
-    assert "3 + 4" not in message.encode().decode()
+    assert message.args == (ids,) and "3 + 4" not in message.encode().decode()
     wait_until(lambda: all(read(i).status == COMPLETED for i in ids), timeout=10)
     assert [json.loads(read(i).result) for i in ids] == [7, 3]
+
+
+def test_a_first_delivery_carrying_the_expressions_records_them_as_a_first_try(runtime, make_tasks):
+    ids = make_tasks("6 * 7", "1 / 0")
+    assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False, expressions=["6 * 7", "1 / 0"]) == 2
+    ok, zero = (read(i) for i in ids)
+    assert (ok.status, json.loads(ok.result), ok.attempts) == (COMPLETED, 42, 1)
+    assert (zero.status, zero.error_code, zero.attempts) == (FAILED, "division_by_zero", 1)
+    assert ok.created_at <= ok.started_at <= ok.finished_at
+    # A duplicate finds them final: nothing changes.
+    assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False, expressions=["6 * 7", "1 / 0"]) == 0
+    assert (read(ids[0]).attempts, read(ids[0]).finished_at) == (1, ok.finished_at)
+
+
+def test_a_carried_expression_unlike_the_stored_one_records_nothing(runtime, make_tasks):
+    # A message that outlived its database (restored from a backup, ids handed out again) must not
+    # write its expression's result onto another task.
+    (task_id,) = make_tasks("1 + 1")
+    assert process_tasks([task_id], runtime.evaluator, max_attempts=5, claim=False, expressions=["2 + 2"]) == 0
+    assert (read(task_id).status, read(task_id).attempts) == (SCHEDULED, 0)
+    # The database's own expression is evaluated when the task is published again (ids alone).
+    assert process_tasks([task_id], runtime.evaluator, max_attempts=5, claim=False) == 1
+    assert json.loads(read(task_id).result) == 2
+
+
+def test_a_redelivered_message_is_claimed_and_read_whatever_it_carries(runtime, make_tasks):
+    (task_id,) = make_tasks("5 - 1")
+    assert process_tasks([task_id], runtime.evaluator, max_attempts=5, claim=True, expressions=["0 - 0"]) == 1
+    # Its stored expression is evaluated; the claim counts the first delivery's try as well as its own.
+    assert (json.loads(read(task_id).result), read(task_id).attempts) == (4, 2)
+
+
+def test_the_web_s_messages_carry_expressions_and_the_worker_uses_them(runtime, make_tasks, worker):
+    ids = make_tasks("3 + 4", "10 // 3", "2 ** 5")
+    # The third carries another expression than its stored one: proof that the worker evaluated what the
+    # message carried (and, checking it against the database, recorded nothing for it).
+    assert runtime.dispatcher.publish(ids, None, ["3 + 4", "10 // 3", "1 - 1"]) == []
+    wait_until(lambda: all(read(i).status == COMPLETED for i in ids[:2]), timeout=10)
+    runtime.broker.join(runtime.config.queue_name, timeout=10_000)
+    worker.join()
+    assert [json.loads(read(i).result) for i in ids[:2]] == [7, 3]
+    assert read(ids[2]).status == SCHEDULED
 
 
 def test_a_database_error_raises_so_the_broker_retries(runtime, make_tasks):

@@ -12,6 +12,7 @@ from dramatiq.middleware import CurrentMessage
 from app import store
 from app.config import Config
 from app.evaluator import EvaluationError, Evaluator
+from app.queue.dispatch import EXPRESSIONS_OPTION
 from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
 from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED, utcnow
 from app.telemetry.tasks import Evaluations
@@ -33,6 +34,7 @@ def process_tasks(
     max_attempts: int,
     *,
     claim: bool = True,
+    expressions: Sequence[str] | None = None,
     requeue: Callable[[list[int]], object] | None = None,
     budget_seconds: float = MESSAGE_BUDGET_SECONDS,
 ) -> int:
@@ -40,7 +42,9 @@ def process_tasks(
 
     With `claim`, the tasks are first marked RUNNING and their attempt counted: for a message that was
     delivered before, whose try may have died. Without it (a first delivery) they are only read, and the
-    outcome counts the attempt: one write per task instead of two.
+    outcome counts the attempt: one write per task instead of two. A first delivery that carries the
+    tasks' `expressions` (parallel to `task_ids`) is not even read: it is the tasks' first attempt, and
+    an outcome lands only if the stored expression is the one evaluated and the task is still open.
     Tasks still waiting when `budget_seconds` have passed (at least one is evaluated) are handed to
     `requeue` after the outcomes so far are recorded.
     Database errors propagate, so the broker retries the message with backoff; a bad expression is an
@@ -50,14 +54,20 @@ def process_tasks(
     try:
         with db.connection_context():
             started_at = None if claim else utcnow()
-            tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
+            carried = None if claim else expressions
+            if carried is not None:
+                tasks = [store.Claimed(task_id, expression, 1) for task_id, expression in zip(task_ids, carried,
+                                                                                          strict=True)]
+            else:
+                tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
             outcomes: list[store.Outcome] = []
             with Evaluations(tasks) as evaluations:  # spans, latency, counts and a log line per message
                 for task in tasks:
                     if outcomes and time.monotonic() > deadline:
                         break
                     outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
-            landed = store.finish(outcomes, started_at=started_at)
+            checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
+            landed = store.finish(outcomes, started_at=started_at, expressions=checked)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise
@@ -100,12 +110,25 @@ def delivered_before(message: dramatiq.Message | None) -> bool:
     return bool(getattr(message, "redelivered", False) or message.options.get("retries"))
 
 
+def carried_expressions(message: dramatiq.Message | None, task_ids: Sequence[int]) -> list[str] | None:
+    """Return the expressions the publisher put beside the ids (see app.queue.dispatch), or None.
+
+    They travel as a message option, not an argument, so that workers of an older release, which do not
+    know it, still take the message (and read the expressions from the database).
+    """
+    carried = message.options.get(EXPRESSIONS_OPTION) if message is not None else None
+    if not isinstance(carried, list) or len(carried) != len(task_ids) or not all(isinstance(e, str) for e in carried):
+        return None
+    return carried
+
+
 def declare_actors(broker: dramatiq.Broker, config: Config, evaluator: Evaluator) -> dramatiq.Actor:
     """Declare the evaluate actor on `broker` with the configured queue and retry policy."""
 
     def evaluate_tasks(task_ids: list[int]) -> None:
-        process_tasks(task_ids, evaluator, config.max_attempts,
-                      claim=delivered_before(CurrentMessage.get_current_message()), requeue=actor.send)
+        message = CurrentMessage.get_current_message()
+        process_tasks(task_ids, evaluator, config.max_attempts, claim=delivered_before(message),
+                      expressions=carried_expressions(message, task_ids), requeue=actor.send)
 
     actor = dramatiq.actor(
         evaluate_tasks,

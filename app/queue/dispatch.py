@@ -14,6 +14,13 @@ from app.telemetry.publishing import producing
 
 log = logging.getLogger(__name__)
 
+# The message option that carries the tasks' expressions beside their ids, so that a worker's first try
+# needs no read of the database (app.queue.actors). The database stays the record: the outcome lands only
+# where the stored expression is the one evaluated.
+EXPRESSIONS_OPTION = "dalc_expressions"
+# Past this many characters in one message, expressions stay home and the worker reads them.
+MAX_CARRIED_CHARACTERS = 64 * 1024
+
 
 class Dispatcher:
     """Publish task ids to the evaluate actor, many ids to a message."""
@@ -24,22 +31,32 @@ class Dispatcher:
         self.actor = actor
         self.chunk_size = chunk_size
 
-    def publish(self, ids: Sequence[int], contexts: Sequence | None = None) -> list[int]:
+    def publish(self, ids: Sequence[int], contexts: Sequence | None = None,
+                expressions: Sequence[str | None] | None = None) -> list[int]:
         """Publish the ids, each message confirmed by the broker; return the ids it could not take.
 
         The tasks are already committed, so ids left over are not lost: the caller may try again,
         and the sweeper publishes them once they are overdue. `contexts`, parallel to `ids`, are the
-        trace contexts the ids were submitted in (see app.telemetry.publishing).
+        trace contexts the ids were submitted in (see app.telemetry.publishing); `expressions`, also
+        parallel, are the tasks' expressions (None where unknown), carried when a message's are all known
+        and short enough together.
         """
         for start in range(0, len(ids), self.chunk_size):
             end = start + self.chunk_size
+            options = _carrying(expressions[start:end]) if expressions else {}
             try:
                 with producing(self.actor.queue_name, ids[start:end], contexts and contexts[start:end]):
-                    self.actor.send(list(ids[start:end]))
+                    self.actor.send_with_options(args=(list(ids[start:end]),), **options)
             except BrokerConnectionError as exc:
                 log.warning("broker refused %d task id(s): %s", len(ids) - start, exc)
                 return list(ids[start:])
         return []
+
+
+def _carrying(expressions: Sequence[str | None]) -> dict:
+    if None in expressions or sum(map(len, expressions)) > MAX_CARRIED_CHARACTERS:
+        return {}
+    return {EXPRESSIONS_OPTION: list(expressions)}
 
 
 class BackgroundPublisher:
@@ -57,6 +74,7 @@ class BackgroundPublisher:
         self.min_backoff, self.max_backoff, self.max_held = min_backoff, max_backoff, max_held
         self._pending: list[int] = []
         self._contexts: list = []  # the trace context each pending id was submitted in, in step with _pending
+        self._expressions: list = []  # and its task's expression (None if not given)
         self._wakeup = threading.Condition()
         self._closing = threading.Event()
         self._idle = threading.Event()
@@ -66,11 +84,13 @@ class BackgroundPublisher:
         # gunicorn workers exit through sys.exit: publish what is pending before the process ends.
         atexit.register(self.close)
 
-    def submit(self, ids: Sequence[int], trace_context=None) -> None:
-        """Queue ids for publishing and return almost at once; their messages join `trace_context`'s trace."""
+    def submit(self, ids: Sequence[int], trace_context=None, expressions: Sequence[str] | None = None) -> None:
+        """Queue ids for publishing and return almost at once; their messages join `trace_context`'s trace
+        and may carry the tasks' `expressions` (parallel to `ids`)."""
         with self._wakeup:
             self._pending.extend(ids)
             self._contexts.extend([trace_context] * len(ids))
+            self._expressions.extend(expressions if expressions is not None else [None] * len(ids))
             self._idle.clear()
             self._wakeup.notify()
         # Hand the GIL to the publisher now: else it waits out the switch interval while this thread
@@ -100,17 +120,19 @@ class BackgroundPublisher:
                     return
                 ids, self._pending = self._pending, []
                 contexts, self._contexts = self._contexts, []
-            left = self.dispatcher.publish(ids, contexts)
+                expressions, self._expressions = self._expressions, []
+            left = self.dispatcher.publish(ids, contexts, expressions)
             if not left:
                 backoff = self.min_backoff
                 continue
             with self._wakeup:
                 if self._closing.is_set():
                     log.warning("closing with %d unpublished task id(s); the sweeper will publish them", len(left))
-                    self._pending, self._contexts = [], []
+                    self._pending, self._contexts, self._expressions = [], [], []
                     continue
                 kept = (left + self._pending)[: self.max_held]
                 self._contexts = (contexts[len(ids) - len(left):] + self._contexts)[: self.max_held]
+                self._expressions = (expressions[len(ids) - len(left):] + self._expressions)[: self.max_held]
                 if len(kept) < len(left) + len(self._pending):
                     log.warning("holding %d ids; leaving the rest to the sweeper", len(kept))
                 self._pending = kept

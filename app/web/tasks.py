@@ -66,7 +66,7 @@ def create():
             "were deleted; send the request with a new key to run it again.",
         ) from None
     if created:
-        _runtime().publisher.submit([t.id for t in tasks], tracing.current_context())
+        _runtime().publisher.submit([t.id for t in tasks], tracing.current_context(), [t.expression for t in tasks])
         task_events.accepted(tasks)
     status = 202 if created else 200
     if batch:
