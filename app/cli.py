@@ -21,6 +21,7 @@ def _serve(config: Config) -> None:
     from werkzeug.serving import make_server
 
     from app import create_app
+    from app.runtime import freeze_startup_objects
     from app.store import database
     from app.telemetry import tracing
 
@@ -35,6 +36,7 @@ def _serve(config: Config) -> None:
         log.info("metrics on http://%s:%d/metrics", config.host, config.web_metrics_port)
     log.info("dalc (embedded: %s, in-process broker) on http://%s:%d",
              mask_password(config.database_url), config.host, config.port)
+    freeze_startup_objects()
 
     def _stop(signum, frame):
         raise KeyboardInterrupt

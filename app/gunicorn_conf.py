@@ -2,6 +2,7 @@
 import os
 
 from app.config import Config
+from app.runtime import freeze_startup_objects
 from app.telemetry import metrics, tracing
 
 _config = Config.from_env()
@@ -35,6 +36,11 @@ def on_starting(server):
 def post_fork(server, worker):
     """Start tracing in each worker process: the SDK's threads and connections do not survive a fork."""
     tracing.setup_tracing("dalc-web")
+
+
+def post_worker_init(worker):
+    """The app is loaded: keep start-up's objects out of the collector's full passes."""
+    freeze_startup_objects()
 
 
 def worker_exit(server, worker):

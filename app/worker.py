@@ -1,6 +1,6 @@
 """The module the dramatiq CLI loads: `dramatiq app.worker`."""
 from app.config import Config
-from app.runtime import build_runtime
+from app.runtime import build_runtime, freeze_startup_objects
 from app.telemetry import metrics, tracing
 from app.telemetry.logs import setup_logging
 from app.telemetry.metrics_middleware import WorkerMetricsMiddleware
@@ -15,3 +15,4 @@ tracing.setup_tracing("dalc-worker")  # before build_runtime: it instruments the
 runtime = build_runtime(config)
 runtime.broker.add_middleware(WorkerMetricsMiddleware(port=config.worker_metrics_port, serve=serve_metrics))
 broker = runtime.broker
+freeze_startup_objects()  # last: everything above lives as long as the process

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -81,3 +82,12 @@ def test_dalc_run_with_services_supervises_web_worker_and_sweeper(services_env, 
         assert run.popen.wait(60) == 0
     finally:
         run.stop()
+
+
+def test_the_worker_module_leaves_its_start_up_objects_out_of_full_collections(services_env):
+    # What the dramatiq CLI imports in each worker process; gunicorn's post_worker_init does the same.
+    probe = "import gc; import app.worker; print(gc.get_freeze_count()); app.worker.runtime.close()"
+    done = subprocess.run([sys.executable, "-c", probe], env=services_env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > 10_000  # the modules and the runtime, frozen
