@@ -217,13 +217,23 @@ def _exporter():
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip().lower()
+    from app.telemetry import otlp_encoding  # only with tracing on: it loads opentelemetry-proto
+
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: dalc supports grpc or http/protobuf")
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        class GrpcExporter(Grpc):
+            def _translate_data(self, data):  # the exporter's own hook for building its request
+                return otlp_encoding.encode_spans(data)
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+        # The HTTP exporter calls its module's encode_spans, with no hook of its own to override.
+        trace_exporter.encode_spans = otlp_encoding.encode_spans
+        return trace_exporter.OTLPSpanExporter()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: dalc supports grpc or http/protobuf")
 
 
 def _no_orphan_statements(sampler):
