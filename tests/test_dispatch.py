@@ -137,3 +137,19 @@ def test_after_a_failed_publish_requests_leave_publishing_to_the_background_unti
         publisher.close()
         away.close()
     assert sorted(published(runtime.config)) == [[1, 2], [3]]
+
+
+def test_a_request_hands_its_ids_to_the_background_thread_while_another_is_on_its_way(runtime):
+    dispatcher = ThreadRecordingDispatcher(runtime.actor)
+    publisher = BackgroundPublisher(dispatcher)
+    try:
+        with publisher.arriving(), publisher.arriving():  # two requests of this process in flight
+            publisher.submit([1])
+        assert publisher.flush(timeout=10)
+        with publisher.arriving():  # alone again
+            publisher.submit([2])
+    finally:
+        publisher.close()
+    assert [(name, ids) for name, ids, _ in dispatcher.calls] == [
+        ("dalc-publisher", [1]), (threading.current_thread().name, [2])
+    ]

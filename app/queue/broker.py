@@ -1,7 +1,9 @@
 """The message broker: RabbitMQ with publisher confirms, or an in-process stub for the embedded mode."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,7 +29,8 @@ _PIKA_DEFAULTS = {
 
 
 class DalcRabbitmqBroker(RabbitmqBroker):
-    """A RabbitMQ broker that can declare quorum queues, the safe type for a RabbitMQ cluster."""
+    """A RabbitMQ broker that can declare quorum queues, the safe type for a RabbitMQ cluster, and can
+    publish without waiting for the confirm (see confirms_deferred)."""
 
     def __init__(self, *, queue_type: str = "classic", **kwargs):
         if queue_type not in ("classic", "quorum"):
@@ -36,6 +39,62 @@ class DalcRabbitmqBroker(RabbitmqBroker):
             raise ValueError("quorum queues do not support max_priority")
         super().__init__(**kwargs)
         self.queue_type = queue_type
+        self._deferring = threading.local()
+
+    @contextlib.contextmanager
+    def confirms_deferred(self) -> Iterator[list[Callable[[], None]]]:
+        """Within the block, this thread's publishes return once the message is written to the socket.
+
+        The list it yields receives, for each publish, a callable that waits for that message's confirm
+        and raises as a confirmed publish would have (NackError, UnroutableError, a connection error).
+        RabbitMQ confirms a persistent message once it is on disk (0.7 ms here): the web answers its
+        client in that time, then calls them. A confirm not waited for by its owner is waited for (and
+        its error kept for the owner) before this thread uses its channel for anything else, since a
+        channel has one slot for the confirm it awaits.
+        """
+        confirms: list[Callable[[], None]] = []
+        self._deferring.block = confirms
+        try:
+            yield confirms
+        finally:
+            self._deferring.block = None
+
+    def has_channel(self) -> bool:
+        """Tell whether this thread's channel is open already (opening one takes milliseconds)."""
+        channel = getattr(self.state, "channel", None)
+        return channel is not None and channel.is_open
+
+    def open_channel(self) -> None:
+        """Open this thread's channel now, ahead of its first publish; a broker away is only logged."""
+        try:
+            self.channel  # noqa: B018 - the property opens it
+        except Exception as exc:  # pika raises many types for one refused connection
+            log.warning("could not open a channel to RabbitMQ ahead of use: %s", exc)
+
+    @property
+    def channel(self):
+        local = self._deferring
+        for confirm in list(getattr(local, "outstanding", ())):
+            with contextlib.suppress(Exception):  # kept in the confirm for whoever calls it next
+                confirm()
+        channel = RabbitmqBroker.channel.fget(self)
+        block = getattr(local, "block", None)
+        if block is None or not channel._delivery_confirmation:
+            return channel
+        return _ConfirmLater(self, channel, block)
+
+    @channel.deleter
+    def channel(self):
+        RabbitmqBroker.channel.fdel(self)
+
+    def _track(self, confirm: Callable[[], None]) -> None:
+        outstanding = getattr(self._deferring, "outstanding", None)
+        if outstanding is None:
+            outstanding = self._deferring.outstanding = []
+        outstanding.append(confirm)
+
+    def _settled(self, confirm: Callable[[], None]) -> None:
+        self._deferring.outstanding.remove(confirm)
 
     def _build_queue_arguments(self, queue_name):
         arguments = super()._build_queue_arguments(queue_name)
@@ -52,6 +111,62 @@ class DalcRabbitmqBroker(RabbitmqBroker):
             durable=True,
             arguments={"x-message-ttl": DEAD_MESSAGE_TTL, "x-queue-type": "quorum"},
         )
+
+
+class _ConfirmLater:
+    """A thread's channel, standing in for it while its publishes' confirms are deferred.
+
+    pika's BlockingChannel.basic_publish writes the message and then waits for its confirm, with no way
+    to do one without the other; this does its two halves apart, on the same private parts of pika
+    (1.x, as pinned) that it uses. tests/test_broker.py holds them to it on a real RabbitMQ.
+    """
+
+    def __init__(self, broker: DalcRabbitmqBroker, channel, block: list):
+        self._broker, self._channel, self._block = broker, channel, block
+
+    def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False) -> None:
+        channel, broker = self._channel, self._broker
+        channel._impl.basic_publish(exchange=exchange, routing_key=routing_key, body=body,
+                                    properties=properties, mandatory=mandatory)
+        channel._flush_output()  # until the frames are on the socket
+        outcome: list[BaseException | None] = []
+
+        def confirm() -> None:
+            if not outcome:
+                try:
+                    _await_confirm(channel)
+                    outcome.append(None)
+                except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+                    outcome.append(exc)
+                    del broker.channel  # as Dramatiq does: the next publish connects afresh
+                    del broker.connection
+                finally:
+                    if not outcome:
+                        outcome.append(RuntimeError("waiting for the confirm failed"))
+                    broker._settled(confirm)
+            if outcome[0] is not None:
+                raise outcome[0]
+
+        broker._track(confirm)
+        self._block.append(confirm)
+
+    def __getattr__(self, name):
+        return getattr(self._channel, name)
+
+
+def _await_confirm(channel) -> None:
+    """The second half of pika's BlockingChannel.basic_publish in confirm mode."""
+    result = channel._message_confirmation_result
+    try:
+        channel._flush_output(result.is_ready)
+        method = result.value.method_frame.method
+        returned, channel._puback_return = channel._puback_return, None
+        if isinstance(method, pika.spec.Basic.Nack):
+            raise pika.exceptions.NackError([returned] if returned is not None else [])
+        if returned is not None:
+            raise pika.exceptions.UnroutableError([returned])
+    finally:
+        result.reset()
 
 
 def reachable(broker: dramatiq.Broker) -> bool:

@@ -5,7 +5,7 @@ import hashlib
 import json
 import re
 
-from flask import Blueprint, current_app, request, url_for
+from flask import Blueprint, after_this_request, current_app, request, url_for
 
 from app import store
 from app.store import retention
@@ -32,6 +32,11 @@ def _runtime():
 @bp.post("")
 def create():
     """Create one task (object body) or many (list body) and hand them to the workers."""
+    with _runtime().publisher.arriving():
+        return _create()
+
+
+def _create():
     config = _runtime().config
     body = _json_body()
     batch = isinstance(body, list)
@@ -66,7 +71,8 @@ def create():
             "were deleted; send the request with a new key to run it again.",
         ) from None
     if created:
-        _runtime().publisher.submit([t.id for t in tasks], tracing.current_context(), [t.expression for t in tasks])
+        _runtime().publisher.submit([t.id for t in tasks], tracing.current_context(), [t.expression for t in tasks],
+                                    after_answer=_after_answer)
         task_events.accepted(tasks)
     status = 202 if created else 200
     if batch:
@@ -119,6 +125,15 @@ def cancel(raw_id: str):
             409, "task_final", f"Task {task_id} is already {task.status} and can no longer be cancelled."
         )
     return task.to_dict()
+
+
+def _after_answer(work) -> None:
+    """Run `work` in this thread once the answer is sent: the server closes the response after writing it."""
+
+    @after_this_request
+    def _register(response):
+        response.call_on_close(work)
+        return response
 
 
 def _json_body():
