@@ -1,10 +1,13 @@
 """Publishing whose confirm is waited for later (DalcRabbitmqBroker.confirms_deferred), on real RabbitMQ."""
 from __future__ import annotations
 
+import time
+
 import pika
 import pytest
 from test_dispatch import published
 
+from app import create_app
 from app.queue.broker import DalcRabbitmqBroker
 
 
@@ -67,3 +70,22 @@ def test_a_request_alone_publishes_its_task_before_answering_and_takes_the_confi
     second.close()
     assert publisher.flush(timeout=10)
     assert sorted(published(runtime.config)) == [[first.get_json()["id"]], [second.get_json()["id"]]]
+
+
+def test_a_task_submitted_after_its_thread_sat_idle_past_the_heartbeat_is_still_published(pg_config):
+    # RabbitMQ closes a connection that misses its heartbeats; a blocking connection only beats while it
+    # is used, so a web thread left idle finds its channel dead at its next publish.
+    app = create_app(pg_config.with_overrides(broker_url=pg_config.broker_url + "?heartbeat=1"))
+    try:
+        client, publisher = app.test_client(), app.extensions["dalc"].publisher
+        ids = []
+        for expression in ("1 + 1", "2 + 2", "3 + 3"):
+            response = client.post("/tasks", json={"expression": expression})
+            assert response.status_code == 202
+            ids.append(response.get_json()["id"])
+            response.close()
+            assert publisher.flush(timeout=20)
+            time.sleep(4)  # past two missed heartbeats: the broker has closed this thread's connection
+        assert sorted(i for message in published(pg_config) for i in message) == ids
+    finally:
+        app.extensions["dalc"].close()
