@@ -185,11 +185,12 @@ class BackgroundPublisher:
             return was_idle
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted id has been published (or left to the sweeper)."""
+        """Wait until every submitted id has been published (or left to the sweeper), `timeout` in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._wakeup:
             if not self._wakeup.wait_for(lambda: not self._inline, timeout):
                 return False
-        return self._idle.wait(timeout)
+        return self._idle.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish what is pending, then stop the thread."""
