@@ -1,6 +1,8 @@
 """Publishing whose confirm is waited for later (DalcRabbitmqBroker.confirms_deferred), on real RabbitMQ."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import time
 
 import pika
@@ -8,6 +10,7 @@ import pytest
 from test_dispatch import published
 
 from app import create_app
+from app.queue import broker as broker_module
 from app.queue.broker import DalcRabbitmqBroker
 
 
@@ -27,6 +30,40 @@ def test_a_deferred_publish_is_sent_at_once_and_its_confirm_arrives_when_waited_
         assert confirm() is None  # waiting again is harmless
     runtime.actor.send([3])  # an ordinary publish on the same channel afterwards
     assert published(runtime.config) == [[1], [2], [3]]
+
+
+@pytest.fixture
+def sends(monkeypatch) -> list[int]:
+    """Count the send() calls of pika's plaintext transport (each releases the GIL), by bytes sent."""
+    calls: list[int] = []
+    original = broker_module._PLAIN_TRANSPORT._sigint_safe_send
+
+    def counting(sock, data):
+        calls.append(len(data))
+        return original(sock, data)
+
+    monkeypatch.setattr(broker_module._PLAIN_TRANSPORT, "_sigint_safe_send", staticmethod(counting))
+    return calls
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_message_goes_out_in_one_send_whether_its_confirm_is_awaited_now_or_later(broker, runtime, sends, deferred):
+    runtime.actor.send([0])  # opens the thread's connection and channel (many sends)
+    sends.clear()
+    with broker.confirms_deferred() if deferred else contextlib.nullcontext([]) as confirms:
+        runtime.actor.send([1])
+    assert len(sends) == 1 and sends[0] > 100  # method, header and body frames together
+    assert broker.channel._channel._impl.connection._transport._tx_buffers == collections.deque()
+    for confirm in confirms:
+        confirm()
+    assert published(runtime.config) == [[0], [1]]
+
+
+def test_an_unroutable_message_still_raises_as_pika_would(broker):
+    channel = broker.channel
+    with pytest.raises(pika.exceptions.UnroutableError):
+        channel.basic_publish("", "dalc-no-such-queue", b"{}", pika.BasicProperties(delivery_mode=2), mandatory=True)
+    channel.basic_publish("", "dalc-no-such-queue", b"{}", pika.BasicProperties(delivery_mode=2))  # usable after
 
 
 def test_a_confirm_nobody_waits_for_is_taken_before_the_channel_is_used_again(broker, runtime):

@@ -163,3 +163,20 @@ def test_pipelined_and_kept_alive_requests_are_all_answered(web):
         third = read_response(stream)
     assert [r[0] for r in (first, second, third)] == [202, 202, 202]
     assert len({json.loads(r[2])["id"] for r in (first, second, third)}) == 3
+
+
+def test_a_body_the_application_never_reads_does_not_leak_into_the_next_request(web):
+    # 404 and 405 answer without reading the body; what is left of it must not be taken for a request.
+    _, port = web
+    body = b'{"expression": "GET /livez HTTP/1.1"}' * 50
+    head = (f"POST /no-such-page HTTP/1.1\r\nHost: dalc\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    chunked = (b"PUT /tasks HTTP/1.1\r\nHost: dalc\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(head + body + chunked + b"".join(request_bytes()))
+        answers = [read_response(stream) for _ in range(3)]
+        sock.sendall(b"".join(request_bytes()))  # the connection is still good
+        answers.append(read_response(stream))
+    assert [a[0] for a in answers] == [404, 405, 202, 202]
