@@ -11,7 +11,7 @@ Every system call that releases the GIL hands it to one of the other busy thread
 of two context switches. So the event loop reads with MSG_DONTWAIT instead of switching the socket's mode,
 reads at once what a kept-alive connection already has (no second trip through epoll), a request read
 whole needs no socket timeouts to drain its body, and the heartbeat is once a second, not every turn of
-the loop: 8 such calls fewer per request.
+the loop (about three turns per request): 12 system calls fewer per sequential POST, counted with strace.
 """
 from __future__ import annotations
 
