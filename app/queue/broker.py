@@ -81,7 +81,7 @@ class DalcRabbitmqBroker(RabbitmqBroker):
         channel = RabbitmqBroker.channel.fget(self)
         if not channel._delivery_confirmation:
             return channel
-        return _ConfirmLater(self, channel, getattr(local, "block", None))
+        return _ConfirmingChannel(self, channel, getattr(local, "block", None))
 
     @channel.deleter
     def channel(self):
@@ -113,7 +113,7 @@ class DalcRabbitmqBroker(RabbitmqBroker):
         )
 
 
-class _ConfirmLater:
+class _ConfirmingChannel:
     """A thread's channel in confirm mode, standing in for it to publish with fewer system calls, and
     without waiting for the confirm while its publishes' confirms are deferred (`block` is not None).
 
