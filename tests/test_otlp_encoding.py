@@ -73,6 +73,21 @@ def test_the_request_is_byte_for_byte_the_library_s():
     assert len(ours.resource_spans) == 2 and len(ours.resource_spans[0].scope_spans) == 2
 
 
+def test_spans_of_equal_resources_share_one_resource_entry_as_in_the_library():
+    # Resources are looked up by identity first; distinct but equal ones must still be grouped by equality.
+    exported = InMemorySpanExporter()
+    for _ in range(2):
+        provider = TracerProvider(resource=Resource({"service.name": "dalc-web", "process.pid": 7}))
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        with provider.get_tracer("dalc").start_as_current_span("one"):
+            pass
+    spans = exported.get_finished_spans()
+    assert spans[0].resource is not spans[1].resource and spans[0].resource == spans[1].resource
+    ours = otlp_encoding.encode_spans(spans)
+    assert ours == library_encode(spans)
+    assert len(ours.resource_spans) == 1 and len(ours.resource_spans[0].scope_spans[0].spans) == 2
+
+
 def test_an_empty_batch_is_an_empty_request():
     assert otlp_encoding.encode_spans([]).SerializeToString() == library_encode([]).SerializeToString() == b""
 

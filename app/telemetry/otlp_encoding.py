@@ -27,14 +27,20 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
     """Return the export request for `spans`, grouped by resource and then by instrumentation scope."""
     request = ExportTraceServiceRequest()
     resources: dict = {}
+    # A Resource hashes by dumping its attributes to JSON, each time: look each one up by identity first
+    # (a process's spans share one Resource object), and by equality only once per object, as the library groups.
+    by_identity: dict[int, tuple] = {}
     for span in spans:
-        found = resources.get(span.resource)
+        found = by_identity.get(id(span.resource))
         if found is None:
-            resource_spans = request.resource_spans.add()
-            _add_attributes(resource_spans.resource.attributes, span.resource.attributes)
-            if span.resource.schema_url:
-                resource_spans.schema_url = span.resource.schema_url
-            found = resources[span.resource] = (resource_spans, {})
+            found = resources.get(span.resource)
+            if found is None:
+                resource_spans = request.resource_spans.add()
+                _add_attributes(resource_spans.resource.attributes, span.resource.attributes)
+                if span.resource.schema_url:
+                    resource_spans.schema_url = span.resource.schema_url
+                found = resources[span.resource] = (resource_spans, {})
+            by_identity[id(span.resource)] = found
         resource_spans, scopes = found
         scope = span.instrumentation_scope or None
         scope_spans = scopes.get(scope)
