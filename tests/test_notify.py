@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -15,9 +14,7 @@ CHANNEL = "dalc_test_final"
 
 @pytest.fixture
 def params(pg_url):
-    parts = urlsplit(pg_url)
-    return {"host": parts.hostname, "port": parts.port or 5432, "user": parts.username,
-            "dbname": parts.path.lstrip("/")}
+    return psycopg2.extensions.parse_dsn(pg_url)  # the keyword arguments PostgresListener connects with
 
 
 @pytest.fixture
