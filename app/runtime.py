@@ -101,7 +101,7 @@ def evaluator_limits(config: Config) -> Limits:
 
 # How long a thread may hold the GIL while another waits for it: CPython's default, set here so that
 # nothing imported changes it. Each forced switch costs two context switches: at 0.5 ms (dalc's setting
-# until 2026-12-04) the machine made 65 to 68 context switches per task under load against 41 to 47 at
+# until 2026-12-04) the machine made 62 to 68 context switches per task under load against 39 to 47 at
 # 5 ms, and single submissions ran 12 to 33% faster at 5 ms in five interleaved pairs. The shorter
 # interval was chosen for latency when every publish went through another thread; now p50 at 200 tasks/s
 # is the same at both (2.0 ms, median of six runs each).
