@@ -33,9 +33,10 @@ lint: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/python scripts/audit.py
 
-## bench: throughput and latency of the production shape on the real services, and what expiry costs it
+## bench: throughput and latency of the production shape on the real services, what tracing and expiry cost it
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_tracing.py
 	$(BIN)/python benchmarks/bench_purge.py
 	$(BIN)/python benchmarks/bench_evaluator.py
 

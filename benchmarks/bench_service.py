@@ -8,6 +8,7 @@ Settings come from BENCH_* variables (see `Settings`); nothing here asserts a sp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import http.client
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -227,6 +229,49 @@ def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pac
         print(memory_line(processes), flush=True)
 
 
+@contextlib.contextmanager
+def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str] | None = None,
+                 ) -> Iterator[tuple[int, str, dict[str, int]]]:
+    """Run gunicorn and the dramatiq CLI on a database and queue of their own; yield (port, dsn, processes).
+
+    `processes` maps "web" and "workers" to the pid at the root of each kind's process tree. The OTEL_*
+    variables come from this process's environment, then `env_overrides` (which may also remove one:
+    a value of None).
+    """
+    database = BenchDatabase.create(prefix)
+    port = free_port()
+    env = dalc_env(
+        DALC_DATABASE_URL=database.url,
+        DALC_BROKER_URL=AMQP_URL,
+        DALC_QUEUE_NAME=database.queue,
+        DALC_PORT=str(port),
+        DALC_WEB_WORKERS=str(s.web_workers),
+        DALC_WEB_THREADS=str(s.web_threads),
+        DALC_LOG_LEVEL="WARNING",
+    )
+    for name, value in (env_overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    logs = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    web = worker = None
+    try:
+        web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
+                      env, logs / "web.log")
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
+        worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
+                          "--threads", str(s.worker_threads)], env, logs / "worker.log")
+        time.sleep(2)
+        yield port, database.dsn, {"web": web.popen.pid, "workers": worker.popen.pid}
+    finally:
+        if worker is not None:
+            worker.stop()
+        if web is not None:
+            web.stop()
+        database.drop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
@@ -239,31 +284,10 @@ def main() -> None:
         if raw and field.type in ("int", "float"):
             setattr(s, field.name, type(getattr(s, field.name))(raw))
 
-    database = BenchDatabase.create("dalc-bench")
-    dsn = database.dsn
-    port = free_port()
-    env = dalc_env(
-        DALC_DATABASE_URL=database.url,
-        DALC_BROKER_URL=AMQP_URL,
-        DALC_QUEUE_NAME=database.queue,
-        DALC_PORT=str(port),
-        DALC_WEB_WORKERS=str(s.web_workers),
-        DALC_WEB_THREADS=str(s.web_threads),
-        DALC_LOG_LEVEL="WARNING",
-    )
-    env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_")})
-    logs = Path(tempfile.mkdtemp(prefix="dalc-bench-"))
-    web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
-                  env, logs / "web.log")
-    wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
-    worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
-                      "--threads", str(s.worker_threads)], env, logs / "worker.log")
-    try:
-        time.sleep(2)
+    with running_dalc(s, "dalc-bench") as (port, dsn, processes):
         print(f"dalc benchmark: {os.cpu_count()} cores; web {s.web_workers}x{s.web_threads} gthread, "
               f"workers {s.worker_processes}x{s.worker_threads}; PostgreSQL, RabbitMQ and this load "
               f"generator share the machine", flush=True)
-        processes = {"web": web.popen.pid, "workers": worker.popen.pid}
         scenario(port, dsn, "warm-up", [{"expression": "1 + 1"}] * 300, 8, processes=processes)
         scenario(port, dsn, "single submissions", [{"expression": f"{i} * 3 + (2 ** 8) / 4"}
                                                    for i in range(s.single_tasks)], s.single_concurrency,
@@ -273,10 +297,6 @@ def main() -> None:
         scenario(port, dsn, f"batches of {s.batch_size}", batches, s.batch_concurrency, processes=processes)
         paced = [{"expression": f"{i} - 1"} for i in range(int(s.paced_rate * s.paced_seconds))]
         scenario(port, dsn, f"paced {s.paced_rate}/s single", paced, 8, pace=s.paced_rate, processes=processes)
-    finally:
-        worker.stop()
-        web.stop()
-        database.drop()
 
 
 if __name__ == "__main__":
