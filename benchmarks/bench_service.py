@@ -230,13 +230,13 @@ def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pac
 
 
 @contextlib.contextmanager
-def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str] | None = None,
+def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str | None] | None = None,
                  ) -> Iterator[tuple[int, str, dict[str, int]]]:
     """Run gunicorn and the dramatiq CLI on a database and queue of their own; yield (port, dsn, processes).
 
-    `processes` maps "web" and "workers" to the pid at the root of each kind's process tree. The OTEL_*
-    variables come from this process's environment, then `env_overrides` (which may also remove one:
-    a value of None).
+    `processes` maps "web" and "workers" to the pid at the root of each kind's process tree. The
+    processes get this one's environment (OTEL_* included, DALC_* replaced), then `env_overrides`, where
+    a value of None removes the variable.
     """
     database = BenchDatabase.create(prefix)
     port = free_port()
