@@ -16,15 +16,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import AMQP_URL, BenchDatabase, percentile  # noqa: E402
-
-from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
+from bench_service import Settings, cpu_seconds, percentile, running_dalc, spent, tree_cpu  # noqa: E402
 
 PAIRS = int(os.environ.get("BENCH_PAIRS", "4"))
 PHASE_SECONDS = float(os.environ.get("BENCH_PHASE_SECONDS", "15"))
@@ -33,46 +30,11 @@ VIEWERS = int(os.environ.get("BENCH_VIEWERS", "10"))
 POLL_SECONDS = float(os.environ.get("BENCH_POLL_SECONDS", "1"))
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by `root` and each of its descendants alive, by pid."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))):
-            parents[int(entry)] = int(fields[1])
-    family, grew = {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in family} - family
-        family |= more
-        grew = bool(more)
-    return {pid: pid_cpu(pid) for pid in family}
-
-
-def pid_cpu(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
-
-
 def database_cpu(admin, db_name: str) -> dict[int, float]:
     """CPU seconds used so far by each PostgreSQL backend connected to dalc's database, by pid."""
     with admin.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (db_name,))
-        return {pid: pid_cpu(pid) for (pid,) in cur.fetchall()}
-
-
-def spent(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds spent between two readings by processes alive at the second (new ones: all of theirs)."""
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+        return {pid: cpu_seconds(pid) for (pid,) in cur.fetchall()}
 
 
 def submit_for(port: int, seconds: float) -> tuple[int, list[float]]:
@@ -143,23 +105,9 @@ class Viewers:
 
 
 def main() -> None:
-    database = BenchDatabase.create("dalc-bench")
-    admin, db_name = database.admin, database.name
-    port = free_port()
-    env = dalc_env(
-        DALC_DATABASE_URL=database.url,
-        DALC_BROKER_URL=AMQP_URL,
-        DALC_QUEUE_NAME=database.queue,
-        DALC_PORT=str(port),
-        DALC_LOG_LEVEL="WARNING",
-    )
-    logs = Path(tempfile.mkdtemp(prefix="dalc-bench-dashboard-"))
-    web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
-                  env, logs / "web.log")
-    wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
-    worker = Process([str(BIN / "dramatiq"), "app.worker"], env, logs / "worker.log")
-    try:
-        time.sleep(2)
+    with running_dalc(Settings(), "dalc-bench-dashboard") as (port, database, processes):
+        admin, db_name = database.admin, database.name
+        web, worker = processes["web"], processes["workers"]
         print(f"dalc dashboard cost: {os.cpu_count()} cores, web 2x16 gthread, workers 2x8; {CONCURRENCY} "
               f"connections submitting for {PHASE_SECONDS:g} s per phase; B adds {VIEWERS} dashboards polling "
               f"/stats every {POLL_SECONDS:g} s", flush=True)
@@ -168,7 +116,7 @@ def main() -> None:
         for pair in range(PAIRS):
             figures = {}
             for phase in ("AB" if pair % 2 == 0 else "BA"):
-                cpu_before = (tree_cpu(web.popen.pid), tree_cpu(worker.popen.pid), database_cpu(admin, db_name))
+                cpu_before = (tree_cpu(web), tree_cpu(worker), database_cpu(admin, db_name))
                 if phase == "A":
                     count, latencies = submit_for(port, PHASE_SECONDS)
                     polls = []
@@ -176,7 +124,7 @@ def main() -> None:
                     with Viewers(port) as viewers:
                         count, latencies = submit_for(port, PHASE_SECONDS)
                     polls = viewers.times
-                cpu_after = (tree_cpu(web.popen.pid), tree_cpu(worker.popen.pid), database_cpu(admin, db_name))
+                cpu_after = (tree_cpu(web), tree_cpu(worker), database_cpu(admin, db_name))
                 used = [spent(before, after) for before, after in zip(cpu_before, cpu_after, strict=True)]
                 web_ms, worker_ms, db_ms = (1000 * seconds / max(count, 1) for seconds in used)
                 figures[phase] = (count / PHASE_SECONDS, web_ms + worker_ms + db_ms)
@@ -192,10 +140,6 @@ def main() -> None:
             label = "throughput" if name == "throughput" else "CPU per task"
             print(f"median B/A {label} over {PAIRS} pairs: {statistics.median(values):.3f} "
                   f"(min {min(values):.3f}, max {max(values):.3f})", flush=True)
-    finally:
-        worker.stop()
-        web.stop()
-        database.drop()
 
 
 if __name__ == "__main__":

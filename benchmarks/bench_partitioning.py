@@ -20,6 +20,8 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_service import cpu_seconds  # noqa: E402
+
 from app.config import Config  # noqa: E402
 from app.store import claim, finish, get_task, insert_rows, migrations, retention  # noqa: E402
 from app.store.database import db, make_database  # noqa: E402
@@ -50,12 +52,6 @@ FROM (SELECT now() AT TIME ZONE 'utc' - interval '30 days' + i * interval '1 ms'
 """
 
 
-def backend_cpu_seconds(pid: int) -> float:
-    """Return the CPU time a PostgreSQL backend (a process on this machine) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cycle_cost(database, cycles: int) -> tuple[float, float]:
     """Run the task path `cycles` times (insert, claim, finish, read); return (wall, server CPU) per task.
 
@@ -65,13 +61,13 @@ def cycle_cost(database, cycles: int) -> tuple[float, float]:
     db.initialize(database)
     with db.connection_context():
         pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-        cpu, started = backend_cpu_seconds(pid), time.perf_counter()
+        cpu, started = cpu_seconds(pid), time.perf_counter()
         for _ in range(cycles):
             task_id = insert_rows([("6 * 7", utcnow(), None, 0)])[0]
             claim([task_id])
             finish([Outcome(task_id, COMPLETED, "42")])
             get_task(task_id)
-        return (time.perf_counter() - started) / cycles, (backend_cpu_seconds(pid) - cpu) / cycles
+        return (time.perf_counter() - started) / cycles, (cpu_seconds(pid) - cpu) / cycles
 
 
 def main() -> None:

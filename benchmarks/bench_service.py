@@ -191,6 +191,25 @@ def process_tree(root: int) -> list[int]:
     return sorted(tree)
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) the process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """Return the CPU seconds used so far by `root` and each process below it, by pid."""
+    return {pid: cpu_seconds(pid) for pid in process_tree(root)}
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by processes alive at the second (new ones: all of theirs)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """Return the process's resident memory (RSS) and proportional share (PSS) in KiB; (0, 0) if gone."""
     fields = {}
@@ -231,8 +250,8 @@ def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pac
 
 @contextlib.contextmanager
 def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str | None] | None = None,
-                 ) -> Iterator[tuple[int, str, dict[str, int]]]:
-    """Run gunicorn and the dramatiq CLI on a database and queue of their own; yield (port, dsn, processes).
+                 ) -> Iterator[tuple[int, BenchDatabase, dict[str, int]]]:
+    """Run gunicorn and the dramatiq CLI on a database and queue of their own; yield (port, database, processes).
 
     `processes` maps "web" and "workers" to the pid at the root of each kind's process tree. The
     processes get this one's environment (OTEL_* included, DALC_* replaced), then `env_overrides`, where
@@ -263,7 +282,7 @@ def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str | None] 
         worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
                           "--threads", str(s.worker_threads)], env, logs / "worker.log")
         time.sleep(2)
-        yield port, database.dsn, {"web": web.popen.pid, "workers": worker.popen.pid}
+        yield port, database, {"web": web.popen.pid, "workers": worker.popen.pid}
     finally:
         if worker is not None:
             worker.stop()
@@ -284,7 +303,8 @@ def main() -> None:
         if raw and field.type in ("int", "float"):
             setattr(s, field.name, type(getattr(s, field.name))(raw))
 
-    with running_dalc(s, "dalc-bench") as (port, dsn, processes):
+    with running_dalc(s, "dalc-bench") as (port, database, processes):
+        dsn = database.dsn
         print(f"dalc benchmark: {os.cpu_count()} cores; web {s.web_workers}x{s.web_threads} gthread, "
               f"workers {s.worker_processes}x{s.worker_threads}; PostgreSQL, RabbitMQ and this load "
               f"generator share the machine", flush=True)

@@ -22,9 +22,8 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-from bench_service import Settings, process_tree, run_load, running_dalc, wait_final
+from bench_service import Settings, run_load, running_dalc, spent, tree_cpu, wait_final
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from support import free_port  # tests/ is on the path once bench_service is imported
@@ -80,25 +79,13 @@ class DiscardingReceiver:
         self._server.server_close()
 
 
-def cpu_seconds(root: int) -> float:
-    """Return the user and system CPU time of `root` and every process below it (from /proc)."""
-    ticks = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime, the 14th and 15th fields
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def measured_cpu(processes: dict[str, int], tasks: int, into: dict[str, float]) -> Iterator[None]:
     """Put each kind's CPU milliseconds per task, over the block, in `into`."""
-    before = {kind: cpu_seconds(pid) for kind, pid in processes.items()}
+    before = {kind: tree_cpu(pid) for kind, pid in processes.items()}
     yield
     for kind, pid in processes.items():
-        into[kind] = (cpu_seconds(pid) - before[kind]) * 1000 / tasks
+        into[kind] = spent(before[kind], tree_cpu(pid)) * 1000 / tasks
 
 
 def one_run(settings: Settings, traced: bool, receiver: DiscardingReceiver, tasks: int) -> dict:
@@ -108,7 +95,8 @@ def one_run(settings: Settings, traced: bool, receiver: DiscardingReceiver, task
                    OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}")
     else:
         env.update(OTEL_SDK_DISABLED="true", OTEL_TRACES_SAMPLER=None, OTEL_EXPORTER_OTLP_ENDPOINT=None)
-    with running_dalc(settings, "dalc-bench-tracing", env) as (port, dsn, processes):
+    with running_dalc(settings, "dalc-bench-tracing", env) as (port, database, processes):
+        dsn = database.dsn
         wait_final(dsn, run_load(port, [{"expression": "1 + 1"}] * WARM_UP_TASKS, CONCURRENCY))
         time.sleep(6 if traced else 1)  # the warm-up's spans leave (the batch processor sends every 5 s)
         receiver.take_span_counts()
