@@ -38,9 +38,10 @@ CREATE TABLE task (
     id BIGINT NOT NULL DEFAULT nextval('task_id_seq'), expression TEXT NOT NULL, status VARCHAR(16) NOT NULL,
     result TEXT, error_code VARCHAR(64), error_message TEXT, created_at TIMESTAMP NOT NULL,
     started_at TIMESTAMP, finished_at TIMESTAMP, attempts INTEGER NOT NULL, published_at TIMESTAMP NOT NULL,
-    publish_count INTEGER NOT NULL, trace_id VARCHAR(32), PRIMARY KEY (id)
+    publish_count INTEGER NOT NULL, trace_id VARCHAR(32), owner_id BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (id)
 ) PARTITION BY RANGE (id);
 CREATE INDEX task_status_id ON task (status, id);
+CREATE INDEX task_owner_id ON task (owner_id, id) WHERE owner_id <> 0;
 """
 
 FILL = """
