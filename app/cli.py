@@ -43,10 +43,11 @@ def _serve(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopping")
+        server.serve_forever()  # Werkzeug's returns on the KeyboardInterrupt (Ctrl-C, SIGTERM) it swallows
+    except KeyboardInterrupt:  # one that came before the loop started
+        pass
     finally:
+        log.info("stopping")
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()

@@ -58,6 +58,7 @@ def test_dalc_run_without_services_serves_and_stops_on_sigterm(tmp_path):
         assert done["result"] == 2
         process.signal(signal.SIGTERM)
         assert process.popen.wait(15) == 0
+        assert '"message": "stopping"' in process.output()
     finally:
         process.stop()
 
