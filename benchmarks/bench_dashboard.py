@@ -105,10 +105,12 @@ class Viewers:
 
 
 def main() -> None:
-    with running_dalc(Settings(), "dalc-bench-dashboard") as (port, database, processes):
+    s = Settings()
+    with running_dalc(s, "dalc-bench-dashboard") as (port, database, processes):
         admin, db_name = database.admin, database.name
         web, worker = processes["web"], processes["workers"]
-        print(f"dalc dashboard cost: {os.cpu_count()} cores, web 2x16 gthread, workers 2x8; {CONCURRENCY} "
+        print(f"dalc dashboard cost: {os.cpu_count()} cores, web {s.web_workers}x{s.web_threads} gthread, "
+              f"workers {s.worker_processes}x{s.worker_threads}; {CONCURRENCY} "
               f"connections submitting for {PHASE_SECONDS:g} s per phase; B adds {VIEWERS} dashboards polling "
               f"/stats every {POLL_SECONDS:g} s", flush=True)
         submit_for(port, 5)  # warm-up

@@ -45,7 +45,6 @@ class Settings:
     web_threads: int = 16
     worker_processes: int = 2
     worker_threads: int = 8
-    extra_env: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
