@@ -9,7 +9,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from app import store
 from app.queue.depth import queue_depth
 from app.store import stats
-from app.store.models import COMPLETED, FAILED, utcnow
+from app.store.models import COMPLETED, FAILED, Task, utcnow
 from support import wait_until
 
 LATER = dt.timedelta(seconds=2 * stats.BUCKET_SECONDS)  # far enough ahead that the tasks' bucket is complete
@@ -21,8 +21,12 @@ def _totals(activity: stats.Activity) -> tuple[int, int, int]:
 
 
 def _record(task_ids, *outcomes):
+    """Finish the tasks, then set each one's finished_at to the outcome's (the database stamps its own time)."""
     store.claim(task_ids)
+    finished = [outcome.pop("finished_at") for outcome in outcomes]
     store.finish([store.Outcome(id=i, **outcome) for i, outcome in zip(task_ids, outcomes, strict=True)])
+    for task_id, at in zip(task_ids, finished, strict=True):
+        Task.update(finished_at=at).where(Task.id == task_id).execute()
 
 
 def test_activity_counts_submitted_finished_and_failed_tasks_by_bucket(app):
@@ -58,7 +62,8 @@ def test_a_tracker_reads_only_new_buckets_and_answers_as_a_fresh_one_would(app):
         later = dt.timedelta(seconds=3 * stats.BUCKET_SECONDS)
         # What happens next happens after the buckets the tracker read (time moves on by `later`).
         _record([first[0].id], {"status": COMPLETED, "result": "2", "finished_at": utcnow() + later})
-        store.insert_rows([("3 + 3", utcnow() + later, None, 0)])
+        [(third, _)] = store.insert_rows([("3 + 3", None, 0)])
+        Task.update(created_at=utcnow() + later).where(Task.id == third).execute()
         now = utcnow() + later + LATER
         kept, fresh = tracker.activity(now=now), stats.Tracker().activity(now=now)
     assert kept.buckets == fresh.buckets

@@ -9,7 +9,6 @@ from app import store
 from app.store.database import db, make_database
 from app.store.errors import StoreUnavailable
 from app.store.group_insert import GroupInserter
-from app.store.models import utcnow
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def calls(app):
 
 
 def rows(*expressions):
-    return [(e, utcnow(), None, 0) for e in expressions]
+    return [(e, None, 0) for e in expressions]
 
 
 def test_requests_queued_behind_a_statement_share_the_next_one(calls):
@@ -50,11 +49,11 @@ def test_requests_queued_behind_a_statement_share_the_next_one(calls):
     for t in [first, *others]:
         t.join(10)
     assert calls["statements"] == [1, 16]
-    all_ids = [i for ids in results.values() for i in ids]
+    all_ids = [i for stored in results.values() for i, _ in stored]
     assert len(set(all_ids)) == 17
     with db.connection_context():
         for n in range(1, 9):
-            tasks = store.get_tasks(results[n])
+            tasks = store.get_tasks([i for i, _ in results[n]])
             assert [t.expression for t in tasks] == [f"{n}", f"{n}+1"]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -69,14 +70,37 @@ def test_an_unclaimed_outcome_counts_the_try_stamps_the_start_and_never_rewrites
     store.claim([running])
     claimed_start = store.get_task(running).started_at
     store.cancel_task(cancelled)
-    started = utcnow()
+    started = time.monotonic() - 0.25  # the try began a quarter of a second ago
     outcomes = [store.Outcome(i, COMPLETED, result=str(n)) for n, i in enumerate((scheduled, running, cancelled))]
-    assert store.finish(outcomes, started_at=started) == 2
+    assert store.finish(outcomes, started=started) == 2
     first, second, third = (store.get_task(i) for i in (scheduled, running, cancelled))
-    assert (first.status, first.attempts, first.started_at, first.result) == (COMPLETED, 1, started, "0")
+    assert (first.status, first.attempts, first.result) == (COMPLETED, 1, "0")
+    # The start is the finish, on the database's clock, less the time the try took.
+    assert 0.25 <= (first.finished_at - first.started_at).total_seconds() < 1.25
     assert (second.status, second.attempts, second.started_at) == (COMPLETED, 3, claimed_start)
     assert (third.status, third.attempts, third.result) == (CANCELLED, 0, None)
-    assert store.finish([store.Outcome(scheduled, FAILED, error_code="x", error_message="y")], started_at=started) == 0
+    assert store.finish([store.Outcome(scheduled, FAILED, error_code="x", error_message="y")], started=started) == 0
+
+
+def test_every_time_a_task_carries_comes_from_the_database_s_clock(conn, monkeypatch):
+    # A web or worker host whose clock is an hour behind (another node) changes none of them.
+    monkeypatch.setattr("app.store.tasks.utcnow", lambda: utcnow() - dt.timedelta(hours=1))
+    tasks, _ = store.create_tasks(["1", "2", "3", "4", "5"])
+    first, claimed, cancelled, failed, republished = (t.id for t in tasks)
+    store.finish([store.Outcome(first, COMPLETED, result="1")], started=time.monotonic())
+    store.claim([claimed])
+    store.finish([store.Outcome(claimed, COMPLETED, result="2")])
+    store.cancel_task(cancelled)
+    store.fail_open_tasks([failed], "retries_exhausted", "no more tries")
+    Task.update(published_at=utcnow() - dt.timedelta(hours=2)).where(Task.id == republished).execute()
+    assert store.due_for_republish(older_than=utcnow() - dt.timedelta(hours=1), limit=10) == [(republished, 2)]
+    database_now = db.execute_sql("SELECT statement_timestamp() AT TIME ZONE 'UTC'").fetchone()[0]
+    stamps = [tasks[0].to_dict()["created_at"]]
+    for task in store.get_tasks([t.id for t in tasks]):
+        stamps += [task.created_at, task.published_at, task.started_at, task.finished_at]
+    stamps = [dt.datetime.fromisoformat(s.rstrip("Z")) if isinstance(s, str) else s for s in stamps if s]
+    assert len(stamps) == 1 + 5 * 2 + 2 + 4  # the answer; created and published; two starts; four finishes
+    assert all(abs((database_now - s).total_seconds()) < 30 for s in stamps), (database_now, stamps)
 
 
 def test_only_the_first_outcome_lands(conn):

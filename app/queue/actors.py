@@ -14,7 +14,7 @@ from app.config import Config
 from app.evaluator import EvaluationError, Evaluator
 from app.queue.dispatch import EXPRESSIONS_OPTION
 from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
-from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED, utcnow
+from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED
 from app.telemetry.tasks import Evaluations
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def process_tasks(
     deadline = time.monotonic() + budget_seconds
     try:
         with db.connection_context():
-            started_at = None if claim else utcnow()
+            started = None if claim else time.monotonic()
             carried = None if claim else expressions
             if carried is not None:
                 tasks = [store.Claimed(task_id, expression, 1) for task_id, expression in zip(task_ids, carried,
@@ -67,7 +67,7 @@ def process_tasks(
                         break
                     outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
             checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
-            landed = store.finish(outcomes, started_at=started_at, expressions=checked)
+            landed = store.finish(outcomes, started=started, expressions=checked)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise

@@ -58,10 +58,24 @@ class Outcome:
     result: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
 
 
-Row = tuple[str, dt.datetime, "str | None", int]  # (expression, created_at, trace_id, owner_id) of a new task
+Row = tuple[str, "str | None", int]  # (expression, trace_id, owner_id) of a new task
+Stored = tuple[int, dt.datetime]  # (id, created_at) of a task just inserted
+
+
+def now_sql() -> tuple[str, list]:
+    """Return SQL for "now" as the task columns hold it (naive UTC), and the parameters it needs.
+
+    On PostgreSQL every time a task carries comes from the database's clock, when it receives the
+    statement: one clock for every web, worker and sweeper process, whichever node each runs on, so a
+    task's times are in order and `finished_at - created_at` is its real latency. Embedded (SQLite) dalc
+    is one process with one clock already, and SQLite's own keeps milliseconds only: there it is the
+    process's.
+    """
+    if is_postgres():
+        return "(statement_timestamp() AT TIME ZONE 'UTC')", []
+    return db.param, [utcnow()]
 
 
 def create_tasks(
@@ -70,7 +84,7 @@ def create_tasks(
     owner: int = NO_OWNER,
     idempotency: Idempotency | None = None,
     trace_id: str | None = None,
-    insert: Callable[[Sequence[Row]], list[int]] | None = None,
+    insert: Callable[[Sequence[Row]], list[Stored]] | None = None,
 ) -> tuple[list[Task] | list[NewTask], bool]:
     """Store new SCHEDULED tasks atomically; return them and whether they are new.
 
@@ -79,19 +93,18 @@ def create_tasks(
     `insert` stores rows without a key (app.group_insert.GroupInserter.insert shares one statement
     among concurrent requests); by default each call runs its own INSERT.
     """
-    now = utcnow()
-    rows = [(expression, now, trace_id, owner) for expression in expressions]
+    rows = [(expression, trace_id, owner) for expression in expressions]
     if idempotency is None:
         # One INSERT is atomic on its own: no BEGIN/COMMIT round trips on the hottest path.
-        ids = (insert or insert_rows)(rows)
+        stored = (insert or insert_rows)(rows)
     else:
         earlier = _tasks_for_key(owner, idempotency)
         if earlier is not None:
             return earlier, False
         try:
             with write_transaction():
-                ids = insert_rows(rows)
-                _remember_key(owner, idempotency, ids, now)
+                stored = insert_rows(rows)
+                _remember_key(owner, idempotency, [task_id for task_id, _ in stored], utcnow())
         except peewee.IntegrityError:
             # Another request with the same key committed first: answer what it created.
             earlier = _tasks_for_key(owner, idempotency)
@@ -100,8 +113,11 @@ def create_tasks(
             return earlier, False
     # One model gives the resource's shape for the whole request; a model per task (and its to_dict) cost
     # about 25 µs a task, a third of the web's work on a batch of 1,000.
-    shape = Task(id=0, expression="", created_at=now, published_at=now, trace_id=trace_id, **NEW_TASK).to_dict()
-    return [NewTask(task_id, e, shape) for task_id, e in zip(ids, expressions, strict=True)], True
+    # A request's rows are always in one statement, so they share one created_at.
+    created_at = stored[0][1]
+    shape = Task(id=0, expression="", created_at=created_at, published_at=created_at, trace_id=trace_id,
+                 **NEW_TASK).to_dict()
+    return [NewTask(task_id, e, shape) for (task_id, _), e in zip(stored, expressions, strict=True)], True
 
 
 class NewTask:
@@ -128,29 +144,35 @@ _NEW_TASK_VALUES = ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in
 _VALUES_MAX_ROWS = 8
 
 
-def insert_rows(rows: Sequence[Row]) -> list[int]:
-    """INSERT new SCHEDULED tasks with one statement; return their ids in the order of `rows`."""
+def insert_rows(rows: Sequence[Row]) -> list[Stored]:
+    """INSERT new SCHEDULED tasks with one statement; return their ids and created_at in the order of `rows`."""
     # Written as SQL rather than Task.insert_many: building the query costs Peewee about 0.5 ms
     # for one row and grows with every row, and this is the hottest statement of the web.
     columns = f"INSERT INTO task (expression, created_at, published_at, trace_id, owner_id, {_NEW_TASK_COLUMNS}) "
+    now, now_params = now_sql()
     if is_postgres() and len(rows) > _VALUES_MAX_ROWS:
         # One array per column instead of a VALUES row per task: for 1,000 rows PostgreSQL spent 12 ms of
         # CPU parsing 4,000 parameters, and 5 ms with arrays; building the statement halved here too.
         sql = (
-            f"{columns}SELECT e, c, c, t, o, {_NEW_TASK_VALUES} "
-            "FROM unnest(%s::text[], %s::timestamp[], %s::text[], %s::bigint[]) WITH ORDINALITY AS r (e, c, t, o, n) "
-            "ORDER BY n RETURNING id"
+            f"{columns}SELECT e, {now}, {now}, t, o, {_NEW_TASK_VALUES} "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY AS r (e, t, o, n) "
+            "ORDER BY n RETURNING id, created_at"
         )
-        params: list = [list(column) for column in zip(*rows, strict=True)]
+        params: list = [*now_params, *now_params, *(list(column) for column in zip(*rows, strict=True))]
     else:
         p = db.param
-        row = f"({p}, {p}, {p}, {p}, {p}, {_NEW_TASK_VALUES})"
+        row = f"({p}, {now}, {now}, {p}, {p}, {_NEW_TASK_VALUES})"
         sql = f"{columns}VALUES {', '.join([row] * len(rows))} RETURNING id"
         params = []
-        for expression, created_at, trace_id, owner in rows:
-            params += [expression, created_at, created_at, trace_id, owner]
+        for expression, trace_id, owner in rows:
+            params += [expression, *now_params, *now_params, trace_id, owner]
+        if is_postgres():
+            sql += ", created_at"
+        else:
+            # SQLite hands a stored time back as text: the statement's time is the parameter it was given.
+            return sorted((r[0], now_params[0]) for r in db.execute_sql(sql, params).fetchall())
     # Ids come from one sequence in row order; sorting makes the row-to-id mapping explicit.
-    return sorted(r[0] for r in db.execute_sql(sql, params).fetchall())
+    return sorted(tuple(r) for r in db.execute_sql(sql, params).fetchall())
 
 
 def _remember_key(owner: int, idempotency: Idempotency, ids: list[int], now: dt.datetime) -> None:
@@ -265,8 +287,9 @@ def list_tasks(*, status: str | None, limit: int, before: int | None, owner: int
 def cancel_task(task_id: int, *, owner: int | None = None) -> tuple[Task | None, bool]:
     """Cancel a task (of `owner`) that is not final; return the task and whether this call cancelled it."""
     p = db.param
-    where, params = _owned(f"id = {p} AND status IN {_OPEN_SQL}", [utcnow(), task_id], owner)
-    changed = _update_final(f"UPDATE task SET status = '{CANCELLED}', finished_at = {p} WHERE {where}", params)
+    now, now_params = now_sql()
+    where, params = _owned(f"id = {p} AND status IN {_OPEN_SQL}", [*now_params, task_id], owner)
+    changed = _update_final(f"UPDATE task SET status = '{CANCELLED}', finished_at = {now} WHERE {where}", params)
     return get_task(task_id, owner=owner), bool(changed)
 
 
@@ -303,63 +326,73 @@ def claim(ids: Iterable[int]) -> list[Claimed]:
     """
     ids = list(ids)
     p = db.param
+    now, now_params = now_sql()
     sql = (
-        f"UPDATE task SET status = '{RUNNING}', started_at = COALESCE(started_at, {p}), "
+        f"UPDATE task SET status = '{RUNNING}', started_at = COALESCE(started_at, {now}), "
         f"attempts = attempts + CASE WHEN status = '{SCHEDULED}' THEN 2 ELSE 1 END "
         f"{_ASYNC_COMMIT if is_postgres() else ''}"
         f"WHERE id IN ({', '.join([p] * len(ids))}) AND status IN {_OPEN_SQL} "
         "RETURNING id, expression, attempts"
     )
-    return [Claimed(*row) for row in db.execute_sql(sql, [utcnow(), *ids]).fetchall()]
+    return [Claimed(*row) for row in db.execute_sql(sql, [*now_params, *ids]).fetchall()]
 
 
-def finish(outcomes: Sequence[Outcome], *, started_at: dt.datetime | None = None,
+def finish(outcomes: Sequence[Outcome], *, started: float | None = None,
            expressions: Sequence[str] | None = None) -> int:
-    """Record final outcomes in one statement; return how many landed.
+    """Record final outcomes in one statement, stamping `finished_at` (now_sql); return how many landed.
 
-    Without `started_at` the tasks were claimed (RUNNING). With it they were not claimed (read_open, or
-    carried by their message): the outcome then also counts the attempt and stamps `started_at` as the
-    start, for tasks still open. `expressions`, parallel to `outcomes`, are what the message carried and
-    was evaluated: an outcome lands only where the stored expression is the same.
+    Without `started` the tasks were claimed (RUNNING). With it (the time.monotonic() at which this try
+    began) they were not claimed (read_open, or carried by their message): the outcome then also counts
+    the attempt and stamps `started_at`, for tasks still open, as `finished_at` less the time the try
+    took, so that both come from the same clock. `expressions`, parallel to `outcomes`, are what the
+    message carried and was evaluated: an outcome lands only where the stored expression is the same.
     A task that is already final (finished by a duplicate message, or cancelled) is left as it is.
     """
     if not outcomes:
         return 0
     p = db.param
-    cast, tcast = ("::bigint", "::timestamp") if is_postgres() else ("", "")
+    now, now_params = now_sql()
+    cast = "::bigint" if is_postgres() else ""
     carried = expressions is not None
-    row_sql = f"({p}{cast}, {p}, {p}, {p}, {p}, {p}{tcast}{f', {p}' if carried else ''})"
+    row_sql = f"({p}{cast}, {p}, {p}, {p}, {p}{f', {p}' if carried else ''})"
     params: list = []
     for i, o in enumerate(outcomes):
-        params += [o.id, o.status, o.result, o.error_code, o.error_message, o.finished_at]
+        params += [o.id, o.status, o.result, o.error_code, o.error_message]
         if carried:
             params.append(expressions[i])
     values = ", ".join([row_sql] * len(outcomes))
-    if started_at is None:
+    if started is None:
         unclaimed, condition = "", f"task.status = '{RUNNING}'"
     else:
-        unclaimed = f"attempts = task.attempts + 1, started_at = COALESCE(task.started_at, {p}{tcast}), "
+        took = max(0.0, time.monotonic() - started)
+        if is_postgres():
+            start_sql, start_params = f"{now} - make_interval(secs => {p})", [took]
+        else:
+            start_sql, start_params = p, [now_params[0] - dt.timedelta(seconds=took)]
+        unclaimed = f"attempts = task.attempts + 1, started_at = COALESCE(task.started_at, {start_sql}), "
         condition = f"task.status IN {_OPEN_SQL}"
-        params.append(started_at)
+        params += start_params
+    params += now_params
     if carried:
         condition += " AND task.expression = v.expression"
     sql = (
         f"UPDATE task SET {unclaimed}status = v.status, result = v.result, error_code = v.error_code, "
-        f"error_message = v.error_message, finished_at = v.finished_at FROM v WHERE task.id = v.id AND {condition}"
+        f"error_message = v.error_message, finished_at = {now} FROM v WHERE task.id = v.id AND {condition}"
     )
-    return _update_final(sql, params, with_values=f"v (id, status, result, error_code, error_message, "
-                                                  f"finished_at{', expression' if carried else ''}) "
+    return _update_final(sql, params, with_values=f"v (id, status, result, error_code, error_message"
+                                                  f"{', expression' if carried else ''}) "
                                                   f"AS (VALUES {values})")
 
 
 def fail_open_tasks(ids: Sequence[int], code: str, message: str) -> int:
     """Mark open tasks FAILED with a code (retries exhausted, dead-lettered); return how many."""
     p = db.param
+    now, now_params = now_sql()
     sql = (
-        f"UPDATE task SET status = '{FAILED}', error_code = {p}, error_message = {p}, finished_at = {p} "
+        f"UPDATE task SET status = '{FAILED}', error_code = {p}, error_message = {p}, finished_at = {now} "
         f"WHERE id IN ({', '.join([p] * len(ids))}) AND status IN {_OPEN_SQL}"
     )
-    return _update_final(sql, [code, message, utcnow(), *ids])
+    return _update_final(sql, [code, message, *now_params, *ids])
 
 
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
@@ -395,7 +428,7 @@ def count_overdue(*, older_than: dt.datetime) -> int:
 
 def due_for_republish(*, older_than: dt.datetime, limit: int) -> list[tuple[int, int]]:
     """Take open tasks last published before `older_than`, stamp them published now; return (id, count)."""
-    now = utcnow()
+    now = peewee.SQL(*now_sql())
     with write_transaction():
         query = (
             Task.select(Task.id)
