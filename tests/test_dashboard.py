@@ -23,10 +23,10 @@ def _totals(activity: stats.Activity) -> tuple[int, int, int]:
 def _record(task_ids, *outcomes):
     """Finish the tasks, then set each one's finished_at to the outcome's (the database stamps its own time)."""
     store.claim(task_ids)
-    finished = [outcome.pop("finished_at") for outcome in outcomes]
-    store.finish([store.Outcome(id=i, **outcome) for i, outcome in zip(task_ids, outcomes, strict=True)])
-    for task_id, at in zip(task_ids, finished, strict=True):
-        Task.update(finished_at=at).where(Task.id == task_id).execute()
+    store.finish([store.Outcome(id=i, **{k: v for k, v in outcome.items() if k != "finished_at"})
+                  for i, outcome in zip(task_ids, outcomes, strict=True)])
+    for task_id, outcome in zip(task_ids, outcomes, strict=True):
+        Task.update(finished_at=outcome["finished_at"]).where(Task.id == task_id).execute()
 
 
 def test_activity_counts_submitted_finished_and_failed_tasks_by_bucket(app):
