@@ -1,8 +1,9 @@
 """gunicorn settings for the web, read from the same DALC_* variables as everything else."""
+import functools
 import os
 
 from app.config import Config
-from app.runtime import freeze_startup_objects
+from app.runtime import freeze_startup_objects, warm_up_pool, warm_up_thread
 from app.telemetry import metrics, tracing
 
 _config = Config.from_env()
@@ -39,7 +40,11 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """The app is loaded: keep start-up's objects out of the collector's full passes."""
+    """The app is loaded: start its threads with their connections open, then keep start-up's objects out
+    of the collector's full passes. The worker takes no request before this returns."""
+    runtime = worker.wsgi.extensions["dalc"]
+    metrics.warm_web()
+    warm_up_pool(worker.tpool, worker.cfg.threads, functools.partial(warm_up_thread, runtime, publishes=True))
     freeze_startup_objects()
 
 

@@ -101,6 +101,20 @@ def worker() -> WorkerMetrics:
     )
 
 
+def warm_web() -> None:
+    """Create the web's metrics, and the multiprocess files behind them, before the first request."""
+    web().request_duration.labels("POST", "/tasks", "202")
+
+
+def warm_worker(queue_names) -> None:
+    """Create the workers' metrics, and the multiprocess files behind them, before the first message."""
+    m = worker()
+    m.tasks_finished.labels("COMPLETED", "")
+    for queue_name in queue_names:
+        m.in_progress.labels(queue_name)
+        m.message_duration.labels(queue_name, "ok")
+
+
 def exposition(extra_collectors: Iterable = ()) -> tuple[bytes, str]:
     """Render this process kind's metrics in the Prometheus text format; return (body, content type)."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest

@@ -38,6 +38,9 @@ class WorkerMetricsMiddleware(dramatiq.Middleware):
     def forks(self):
         return [self.serve] if self.port else []
 
+    def after_worker_boot(self, broker, worker):
+        metrics.warm_worker(broker.get_declared_queues())
+
     def before_process_message(self, broker, message):
         metrics.worker().in_progress.labels(message.queue_name).inc()
         self._local.started = time.perf_counter()
