@@ -307,6 +307,9 @@ def main() -> None:
         print(f"dalc benchmark: {os.cpu_count()} cores; web {s.web_workers}x{s.web_threads} gthread, "
               f"workers {s.worker_processes}x{s.worker_threads}; PostgreSQL, RabbitMQ and this load "
               f"generator share the machine", flush=True)
+        # The first tasks after a start: what a rollout's first second looks like (docs/performance.md).
+        first = [{"expression": f"{i} + 1"} for i in range(300)]
+        scenario(port, dsn, f"paced {s.paced_rate}/s, the first 300 after start", first, 8, pace=s.paced_rate)
         scenario(port, dsn, "warm-up", [{"expression": "1 + 1"}] * 300, 8, processes=processes)
         scenario(port, dsn, "single submissions", [{"expression": f"{i} * 3 + (2 ** 8) / 4"}
                                                    for i in range(s.single_tasks)], s.single_concurrency,
