@@ -61,6 +61,13 @@ def _run(config: Config) -> None:
         _serve(config)
         return
     # Production shape: gunicorn, dramatiq and the sweeper under supervisord, which restarts what dies.
+    # Checked here too, not only by gunicorn: supervisord would keep restarting a web that cannot bind.
+    from app.ports import PortTaken, refuse_taken
+
+    try:
+        refuse_taken(config.host, [(config.port, "DALC_PORT"), (config.web_metrics_port, "DALC_WEB_METRICS_PORT")])
+    except PortTaken as exc:
+        raise SystemExit(f"dalc: {exc}") from None
     _migrate(config)
     bin_dir = Path(sys.executable).parent
     os.environ.update(

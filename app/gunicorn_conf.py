@@ -3,6 +3,7 @@ import functools
 import os
 
 from app.config import Config
+from app.ports import refuse_taken
 from app.runtime import freeze_startup_objects, warm_up_pool, warm_up_thread
 from app.telemetry import metrics, tracing
 
@@ -30,7 +31,9 @@ loglevel = _config.log_level.lower()
 
 
 def on_starting(server):
-    """Give this web's processes one fresh metrics directory, so any of them answers /metrics for all."""
+    """Refuse a port another program holds (app/ports.py: reuse_port would share it), then give this web's
+    processes one fresh metrics directory, so any of them answers /metrics for all."""
+    refuse_taken(_config.host, [(_config.port, "DALC_PORT"), (_config.web_metrics_port, "DALC_WEB_METRICS_PORT")])
     metrics.web_multiprocess_dir()
 
 
