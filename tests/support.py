@@ -175,8 +175,22 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.popen.wait()
+        self._kill_session()
         self._log.close()
         return self.popen.returncode
+
+    def _kill_session(self) -> None:
+        """Kill what is left of the session the process started: supervisord (`dalc run`) puts each of its
+        programs in a process group of its own, out of reach of killpg, and a gunicorn it could not stop
+        in time outlived a failed test, serving on."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                session = int(stat.read_text().rpartition(")")[2].split()[3])
+            except (OSError, ValueError, IndexError):
+                continue
+            if session == self.popen.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(stat.parent.name), signal.SIGKILL)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
