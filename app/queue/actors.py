@@ -61,13 +61,14 @@ def process_tasks(
             else:
                 tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
             outcomes: list[store.Outcome] = []
-            with Evaluations(tasks) as evaluations:  # spans, latency, counts and a log line per message
+            # Spans, latency, counts and log lines, reported once the outcomes are written (see Evaluations).
+            with Evaluations(tasks) as evaluations:
                 for task in tasks:
                     if outcomes and time.monotonic() > deadline:
                         break
                     outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
-            checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
-            landed = store.finish(outcomes, started=started, expressions=checked)
+                checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
+                landed = store.finish(outcomes, started=started, expressions=checked)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise
