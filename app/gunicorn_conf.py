@@ -49,6 +49,8 @@ def post_worker_init(worker):
     metrics.warm_web()
     warm_up_pool(worker.tpool, worker.cfg.threads, functools.partial(warm_up_thread, runtime, publishes=True))
     freeze_startup_objects()
+    # With reuse_port each worker binds its own socket and gunicorn's master logs no address: say it here.
+    worker.log.info("dalc web serving on http://%s:%d (%d threads)", _config.host, _config.port, worker.cfg.threads)
 
 
 def worker_exit(server, worker):

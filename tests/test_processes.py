@@ -76,6 +76,8 @@ def test_dalc_run_with_services_supervises_web_worker_and_sweeper(services_env, 
     base = f"http://127.0.0.1:{services_env['DALC_PORT']}"
     try:
         wait_for_http(f"{base}/readyz", run, timeout=40)
+        # gunicorn's master names no address when its workers bind their own sockets: each worker does.
+        wait_until(lambda: run.output().count(f"dalc web serving on {base} (") == 2, timeout=10)
         exercise_api(base)
         wait_until(lambda: "sweeper: publishing" in run.output(), timeout=10)
         run.signal(signal.SIGTERM)
