@@ -62,10 +62,10 @@ def _run(config: Config) -> None:
         return
     # Production shape: gunicorn, dramatiq and the sweeper under supervisord, which restarts what dies.
     # Checked here too, not only by gunicorn: supervisord would keep restarting a web that cannot bind.
-    from app.ports import PortTaken, refuse_taken
+    from app.ports import PortTaken, refuse_taken, web_ports
 
     try:
-        refuse_taken(config.host, [(config.port, "DALC_PORT"), (config.web_metrics_port, "DALC_WEB_METRICS_PORT")])
+        refuse_taken(config.host, web_ports(config))
     except PortTaken as exc:
         raise SystemExit(f"dalc: {exc}") from None
     _migrate(config)

@@ -3,15 +3,15 @@ import functools
 import os
 
 from app.config import Config
-from app.ports import refuse_taken
+from app.ports import refuse_taken, web_ports
 from app.runtime import freeze_startup_objects, warm_up_pool, warm_up_thread
 from app.telemetry import metrics, tracing
 
 _config = Config.from_env()
 
-bind = [f"{_config.host}:{_config.port}"]
-if _config.web_metrics_port:  # /metrics on a port of its own; app/web/metrics.py keeps each to its own
-    bind.append(f"{_config.host}:{_config.web_metrics_port}")
+# DALC_PORT, and DALC_WEB_METRICS_PORT if set (/metrics on a port of its own; app/web/metrics.py keeps
+# each to its own).
+bind = [f"{_config.host}:{port}" for port, _ in web_ports(_config) if port]
 workers = _config.web_workers
 # gthread, except that a request is read whole in the event loop before a thread takes it (slow clients).
 worker_class = "app.gunicorn_worker.BufferingThreadWorker"
@@ -33,7 +33,7 @@ loglevel = _config.log_level.lower()
 def on_starting(server):
     """Refuse a port another program holds (app/ports.py: reuse_port would share it), then give this web's
     processes one fresh metrics directory, so any of them answers /metrics for all."""
-    refuse_taken(_config.host, [(_config.port, "DALC_PORT"), (_config.web_metrics_port, "DALC_WEB_METRICS_PORT")])
+    refuse_taken(_config.host, web_ports(_config))
     metrics.web_multiprocess_dir()
 
 

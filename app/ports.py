@@ -12,6 +12,8 @@ import errno
 import socket
 from collections.abc import Iterable
 
+from app.config import Config
+
 
 class PortTaken(RuntimeError):
     """A port dalc needs is held by another socket."""
@@ -31,6 +33,11 @@ def is_taken(host: str, port: int) -> bool:
                 return True
             raise
     return False
+
+
+def web_ports(config: Config) -> list[tuple[int, str]]:
+    """Return the ports the web binds, each with the variable that sets it (0: not bound)."""
+    return [(config.port, "DALC_PORT"), (config.web_metrics_port, "DALC_WEB_METRICS_PORT")]
 
 
 def refuse_taken(host: str, ports: Iterable[tuple[int, str]]) -> None:
