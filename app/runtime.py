@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, wait
 
 import dramatiq
+import peewee
 
 from app import store
 from app.config import Config
@@ -132,12 +133,19 @@ def warm_up_thread(runtime: Runtime, *, publishes: bool) -> None:
     Each server or worker thread opened its database connection (and a web thread its RabbitMQ channel)
     on its first task, and the first message of a worker process created its metrics and their files:
     with every thread doing so at once after a start, tasks of the first second took 50 to 130 ms
-    (p95, p99) instead of about 2. A service that is away is only logged: the first task opens it then.
+    (p95, p99) instead of about 2. The connection then runs the thread's statements once (see
+    store.warm_statements), and a worker thread evaluates once (each thread builds its own engine). A
+    service that is away is only logged: the first task opens it then.
     """
     try:
         db.connection()  # kept by a web thread; a worker's returns to the pool after its first message
+        store.warm_statements(web=publishes)
     except UNAVAILABLE_ERRORS as exc:
         log.warning("warm-up: the database is unreachable: %s", exc)
+    except peewee.DatabaseError as exc:  # no task table yet, say: the first task finds out for itself
+        log.warning("warm-up: the task statements failed: %s", exc)
+    if not publishes:
+        runtime.evaluator.evaluate("1 + 1")
     if publishes:
         open_channel = getattr(runtime.broker, "open_channel", None)  # RabbitMQ's; the stub has none
         if open_channel is not None:

@@ -46,6 +46,40 @@ def test_a_warmed_thread_holds_its_database_connection_and_its_rabbitmq_channel(
     assert found == {"before": (True, False), "after": (False, True)}
 
 
+@pytest.mark.parametrize("publishes, last_statement", [
+    (True, "FROM task WHERE id = 0"),  # the web reads a task (after planning its INSERT)
+    (False, "UPDATE task SET"),  # a worker finishes one
+])
+def test_a_warmed_thread_has_run_its_task_statements_without_changing_a_row(runtime, publishes, last_statement):
+    def state():
+        with db.connection_context():
+            sequence = db.execute_sql("SELECT last_value, is_called FROM task_id_seq").fetchone()
+            return sequence, db.execute_sql("SELECT count(*), max(xmin::text) FROM task").fetchone()
+
+    before = state()
+    found = {}
+
+    def in_a_new_thread():
+        warm_up_thread(runtime, publishes=publishes)
+        found["pid"] = db.connection().get_backend_pid()  # psycopg2 asks the server nothing for it
+        found["engine"] = hasattr(runtime.evaluator._local, "engine")
+        db.close()
+
+    thread = threading.Thread(target=in_a_new_thread)
+    thread.start()
+    thread.join(30)
+    connection = psycopg2.connect(PG_ADMIN_DSN)
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (found["pid"],))
+            (query,) = cur.fetchone()
+    finally:
+        connection.close()
+    assert last_statement in query
+    assert state() == before  # no row written, no id taken from the sequence
+    assert found["engine"] is (not publishes)  # a worker thread has built its evaluation engine
+
+
 def _connections(application_name: str) -> int:
     connection = psycopg2.connect(PG_ADMIN_DSN)
     try:

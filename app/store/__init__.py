@@ -22,11 +22,12 @@ from app.store.tasks import (
     read_open,
     trace_ids,
     wait_for_final,
+    warm_statements,
 )
 
 __all__ = [
     "FINAL_CHANNEL", "Claimed", "Idempotency", "IdempotencyConflict", "Outcome", "StoreUnavailable",
     "cancel_task", "claim", "count_overdue", "create_tasks", "due_for_republish", "fail_open_tasks", "finish",
     "get_task", "get_tasks", "insert_rows", "list_tasks", "read_open", "trace_ids", "wait_for_final", "TasksExpired",
-    "TokenNameTaken",
+    "TokenNameTaken", "warm_statements",
 ]
