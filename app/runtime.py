@@ -138,7 +138,7 @@ def warm_up_thread(runtime: Runtime, *, publishes: bool) -> None:
     service that is away is only logged: the first task opens it then.
     """
     try:
-        db.connection()  # kept by a web thread; a worker's returns to the pool after its first message
+        db.connection()  # the thread keeps it (app.store.database)
         store.warm_statements(web=publishes)
     except UNAVAILABLE_ERRORS as exc:
         log.warning("warm-up: the database is unreachable: %s", exc)

@@ -13,7 +13,7 @@ from opentelemetry.trace import StatusCode
 
 from app import store
 from app.queue.actors import process_tasks
-from app.store.database import db, make_database
+from app.store.database import db, make_database, retire_connections
 from app.store.models import COMPLETED, FAILED, SCHEDULED
 from app.telemetry import tracing
 from harness.otlp_receiver import recorded_spans
@@ -42,6 +42,21 @@ def test_processing_records_results_and_failures(runtime, make_tasks):
     assert (ok.status, json.loads(ok.result)) == (COMPLETED, 42)
     assert (zero.status, zero.error_code) == (FAILED, "division_by_zero")
     assert (bad.status, bad.error_code) == (FAILED, "syntax_error")
+
+
+def test_a_worker_thread_keeps_its_connection_until_the_database_is_found_gone(runtime, make_tasks):
+    first, second, third = make_tasks("1 + 1"), make_tasks("2 + 2"), make_tasks("3 + 3")
+    backends = []
+    for ids in (first, second):
+        assert process_tasks(ids, runtime.evaluator, max_attempts=5, claim=False) == 1
+        assert not db.is_closed()  # kept for the next message, not handed back to the pool
+        backends.append(db.connection().get_backend_pid())
+    retire_connections()  # what a query that finds the server gone does
+    assert process_tasks(third, runtime.evaluator, max_attempts=5, claim=False) == 1
+    backends.append(db.connection().get_backend_pid())
+    db.close()
+    assert backends[0] == backends[1] != backends[2]
+    assert [read(i).status for i in first + second + third] == [COMPLETED] * 3
 
 
 def test_a_redelivered_message_changes_nothing(runtime, make_tasks):

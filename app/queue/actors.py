@@ -13,7 +13,7 @@ from app import store
 from app.config import Config
 from app.evaluator import EvaluationError, Evaluator
 from app.queue.dispatch import EXPRESSIONS_OPTION
-from app.store.database import UNAVAILABLE_ERRORS, db, discard_connections
+from app.store.database import UNAVAILABLE_ERRORS, discard_connections, refresh_connection
 from app.store.models import COMPLETED, FAILED, RETRIES_EXHAUSTED
 from app.telemetry.tasks import Evaluations
 
@@ -52,23 +52,27 @@ def process_tasks(
     """
     deadline = time.monotonic() + budget_seconds
     try:
-        with db.connection_context():
-            started = None if claim else time.monotonic()
-            carried = None if claim else expressions
-            if carried is not None:
-                tasks = [store.Claimed(task_id, expression, 1) for task_id, expression in zip(task_ids, carried,
-                                                                                          strict=True)]
-            else:
-                tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
-            outcomes: list[store.Outcome] = []
-            # Spans, latency, counts and log lines, reported once the outcomes are written (see Evaluations).
-            with Evaluations(tasks) as evaluations:
-                for task in tasks:
-                    if outcomes and time.monotonic() > deadline:
-                        break
-                    outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
-                checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
-                landed = store.finish(outcomes, started=started, expressions=checked)
+        # The thread keeps its connection from one message to the next, as a web thread does
+        # (app.store.database): taking one from the pool and handing it back cost 0.05 to 0.08 ms
+        # of every task's latency here. One opened before the database was last found gone is
+        # dropped first; the first query opens a new one.
+        refresh_connection()
+        started = None if claim else time.monotonic()
+        carried = None if claim else expressions
+        if carried is not None:
+            tasks = [store.Claimed(task_id, expression, 1)
+                     for task_id, expression in zip(task_ids, carried, strict=True)]
+        else:
+            tasks = store.claim(task_ids) if claim else store.read_open(task_ids)
+        outcomes: list[store.Outcome] = []
+        # Spans, latency, counts and log lines, reported once the outcomes are written (see Evaluations).
+        with Evaluations(tasks) as evaluations:
+            for task in tasks:
+                if outcomes and time.monotonic() > deadline:
+                    break
+                outcomes.append(evaluations.record(task, _outcome(task, evaluator, max_attempts)))
+            checked = None if carried is None else [task.expression for task in tasks[:len(outcomes)]]
+            landed = store.finish(outcomes, started=started, expressions=checked)
     except UNAVAILABLE_ERRORS:
         discard_connections()  # the pool's other idle connections most likely died with this one
         raise

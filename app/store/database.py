@@ -80,10 +80,11 @@ def init_db(config: Config) -> peewee.Database:
     return database
 
 
-# Each server thread keeps its connection from one request to the next, opened lazily by the first
-# query (so /healthz never needs the database). Peewee's usual connect-per-request and close-on-
-# teardown takes its database-wide lock twice per request, which measured as the web's largest wait
-# under load. A connection that breaks is dropped by discard_connections(), called by the error handler.
+# Each server thread keeps its connection from one request to the next, and each worker thread from one
+# message to the next, opened lazily by the first query (so /healthz never needs the database). Peewee's
+# usual connect-per-request and close-on-teardown takes its database-wide lock twice per request, which
+# measured as the web's largest wait under load. A connection that breaks is dropped by
+# discard_connections(), called by the error handlers.
 
 
 def retire_connections() -> None:
