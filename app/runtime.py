@@ -144,12 +144,12 @@ def warm_up_thread(runtime: Runtime, *, publishes: bool) -> None:
         log.warning("warm-up: the database is unreachable: %s", exc)
     except peewee.DatabaseError as exc:  # no task table yet, say: the first task finds out for itself
         log.warning("warm-up: the task statements failed: %s", exc)
-    if not publishes:
-        runtime.evaluator.evaluate("1 + 1")
     if publishes:
         open_channel = getattr(runtime.broker, "open_channel", None)  # RabbitMQ's; the stub has none
         if open_channel is not None:
             open_channel()
+    else:
+        runtime.evaluator.evaluate("1 + 1")
 
 
 def warm_up_pool(pool: Executor, threads: int, warm: Callable[[], None], timeout: float = WARM_UP_SECONDS) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pika
@@ -54,13 +54,18 @@ def require_service(name: str, host: str, port: int) -> None:
     require(_reachable(host, port), f"{name} is not reachable at {host}:{port}")
 
 
-def _admin(sql: str) -> None:
-    # A new connection each time: a test may have restarted the server since the last one.
-    connection = psycopg2.connect(PG_ADMIN_DSN)
+def run_sql(sql: str, params: Sequence = (), dsn: str = PG_ADMIN_DSN) -> list[tuple]:
+    """Run `sql` (autocommitted) over a connection of its own to `dsn`; return the rows it read.
+
+    A new connection each time: a test may have restarted the server since the last one, and the
+    statements stay out of the test's own connections.
+    """
+    connection = psycopg2.connect(dsn)
     connection.autocommit = True
     try:
         with connection.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params or None)
+            return cur.fetchall() if cur.description else []
     finally:
         connection.close()
 
@@ -69,14 +74,14 @@ def _admin(sql: str) -> None:
 def own_database(name: str) -> Iterator[str]:
     """Create database `name` on the machine's PostgreSQL for the block; drop it afterwards, whatever it holds."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{name}"')
+    run_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    run_sql(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql://postgres@{PG_HOST}/{name}"
     finally:
         if db.obj is not None and hasattr(db.obj, "close_all"):
             db.obj.close_all()
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def delete_queues(amqp_url: str, name: str) -> None:

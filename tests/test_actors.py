@@ -6,7 +6,6 @@ import json
 import dramatiq
 import peewee
 import pika
-import psycopg2
 import pytest
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
@@ -17,7 +16,7 @@ from app.store.database import db, make_database, retire_connections
 from app.store.models import COMPLETED, FAILED, SCHEDULED
 from app.telemetry import tracing
 from harness.otlp_receiver import recorded_spans
-from support import wait_until
+from support import run_sql, wait_until
 
 
 @pytest.fixture
@@ -218,17 +217,6 @@ def test_a_database_error_raises_so_the_broker_retries(runtime, make_tasks):
     assert read(task_id).status == SCHEDULED
 
 
-def _execute(dsn: str, sql: str) -> list[tuple]:
-    """Run `sql` over a connection of its own, committed; return the rows it read."""
-    connection = psycopg2.connect(dsn)
-    try:
-        with connection, connection.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if cur.description else []
-    finally:
-        connection.close()
-
-
 class _ReadTaskOnEnd(SpanProcessor):
     """When an `evaluate` span ends, read its task's status over a connection of its own."""
 
@@ -239,7 +227,7 @@ class _ReadTaskOnEnd(SpanProcessor):
     def on_end(self, span) -> None:
         if span.name == "evaluate":
             task_id = span.attributes["dalc.task.id"]
-            [(self.seen[task_id],)] = _execute(self.dsn, f"SELECT status FROM task WHERE id = {int(task_id)}")
+            [(self.seen[task_id],)] = run_sql("SELECT status FROM task WHERE id = %s", [task_id], dsn=self.dsn)
 
 
 def test_an_evaluation_is_reported_once_its_outcome_is_written(runtime, make_tasks, pg_url):
@@ -257,17 +245,17 @@ def test_an_evaluation_is_reported_once_its_outcome_is_written(runtime, make_tas
 def test_an_outcome_that_could_not_be_written_marks_its_evaluation_span_as_an_error(runtime, make_tasks, pg_url):
     (task_id,) = make_tasks("1 + 1")
     # The database refuses this task's outcome: a trigger, as a constraint or a lost connection would.
-    _execute(pg_url, f"""
+    run_sql(f"""
             CREATE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN RAISE EXCEPTION 'outcome refused'; END $$;
             CREATE TRIGGER refuse_outcome BEFORE UPDATE ON task FOR EACH ROW WHEN (OLD.id = {task_id})
-            EXECUTE FUNCTION refuse_outcome();""")
+            EXECUTE FUNCTION refuse_outcome();""", dsn=pg_url)
     try:
         with recorded_spans() as exporter, tracing.tracer().start_as_current_span("message"):
             with pytest.raises(peewee.DatabaseError, match="outcome refused"):
                 process_tasks([task_id], runtime.evaluator, max_attempts=5, claim=False, expressions=["1 + 1"])
     finally:
-        _execute(pg_url, "DROP TRIGGER refuse_outcome ON task; DROP FUNCTION refuse_outcome()")
+        run_sql("DROP TRIGGER refuse_outcome ON task; DROP FUNCTION refuse_outcome()", dsn=pg_url)
     [evaluation] = [s for s in exporter.get_finished_spans() if s.name == "evaluate"]
     assert evaluation.status.status_code == StatusCode.ERROR
     assert [e.name for e in evaluation.events] == ["exception"]

@@ -5,13 +5,12 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2
 import pytest
 import requests
 
 from app.runtime import warm_up_pool, warm_up_thread
 from app.store.database import db
-from support import BIN, PG_ADMIN_DSN, Process, dalc_env, free_port, wait_until
+from support import BIN, Process, dalc_env, free_port, run_sql, wait_until
 
 
 def test_warm_up_pool_runs_once_in_each_of_the_pool_s_threads():
@@ -68,26 +67,15 @@ def test_a_warmed_thread_has_run_its_task_statements_without_changing_a_row(runt
     thread = threading.Thread(target=in_a_new_thread)
     thread.start()
     thread.join(30)
-    connection = psycopg2.connect(PG_ADMIN_DSN)
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (found["pid"],))
-            (query,) = cur.fetchone()
-    finally:
-        connection.close()
+    [(query,)] = run_sql("SELECT query FROM pg_stat_activity WHERE pid = %s", [found["pid"]])
     assert last_statement in query
     assert state() == before  # no row written, no id taken from the sequence
     assert found["engine"] is (not publishes)  # a worker thread has built its evaluation engine
 
 
 def _connections(application_name: str) -> int:
-    connection = psycopg2.connect(PG_ADMIN_DSN)
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application_name,))
-            return cur.fetchone()[0]
-    finally:
-        connection.close()
+    [(count,)] = run_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name])
+    return count
 
 
 @pytest.mark.parametrize("kind", ["web", "worker"])
