@@ -13,7 +13,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import AMQP_URL, BenchDatabase, run_load, wait_final  # noqa: E402
+from bench_service import AMQP_URL, BenchDatabase, log_dir, run_load, wait_final  # noqa: E402
 
 from support import BIN, Process, dalc_env, free_port, wait_for_http  # noqa: E402
 
@@ -119,98 +118,98 @@ def main() -> None:
     purge_env = dict(env, DALC_LOG_LEVEL="INFO")
     if args.purge_pause is not None:
         purge_env["DALC_PURGE_PAUSE_SECONDS"] = args.purge_pause
-    logs = Path(tempfile.mkdtemp(prefix="dalc-bench-purge-"))
-    processes: list[Process] = []
-    conn = None
-    try:
-        migrate = Process([str(BIN / "dalc"), "migrate"], env, logs / "migrate.log")
-        if migrate.popen.wait(120) != 0:
-            raise SystemExit(migrate.output())
-        migrate.stop()
-        conn = psycopg2.connect(dsn)
-        conn.autocommit = True
-        cur = conn.cursor()
-        started = time.time()
-        cur.execute(BACKLOG, (args.backlog,))
-        cur.execute("VACUUM ANALYZE task")
-        cur.execute("SELECT max(id), pg_size_pretty(pg_total_relation_size('task')) FROM task")
-        top, size = cur.fetchone()
-        print(f"purge benchmark: {os.cpu_count()} cores, shared with other work (figures are noisy); "
-              f"a backlog of {args.backlog:,} finished tasks 8 days old ({size}) loaded in "
-              f"{time.time() - started:.0f} s; web 2x8 threads, workers 1x8; retention 7d; "
-              f"`dalc purge` with DALC_PURGE_PAUSE_SECONDS="
-              f"{args.purge_pause or 'default'}",
-              flush=True)
+    with log_dir("dalc-bench-purge") as logs:
+        processes: list[Process] = []
+        conn = None
+        try:
+            migrate = Process([str(BIN / "dalc"), "migrate"], env, logs / "migrate.log")
+            if migrate.popen.wait(120) != 0:
+                raise SystemExit(migrate.output())
+            migrate.stop()
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+            cur = conn.cursor()
+            started = time.time()
+            cur.execute(BACKLOG, (args.backlog,))
+            cur.execute("VACUUM ANALYZE task")
+            cur.execute("SELECT max(id), pg_size_pretty(pg_total_relation_size('task')) FROM task")
+            top, size = cur.fetchone()
+            print(f"purge benchmark: {os.cpu_count()} cores, shared with other work (figures are noisy); "
+                  f"a backlog of {args.backlog:,} finished tasks 8 days old ({size}) loaded in "
+                  f"{time.time() - started:.0f} s; web 2x8 threads, workers 1x8; retention 7d; "
+                  f"`dalc purge` with DALC_PURGE_PAUSE_SECONDS="
+                  f"{args.purge_pause or 'default'}",
+                  flush=True)
 
-        def backlog_left() -> int:
-            cur.execute("SELECT count(*) FROM task WHERE id <= %s", (top,))
-            return cur.fetchone()[0]
+            def backlog_left() -> int:
+                cur.execute("SELECT count(*) FROM task WHERE id <= %s", (top,))
+                return cur.fetchone()[0]
 
-        web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
-                      env, logs / "web.log")
-        processes.append(web)
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
-        processes.append(Process([str(BIN / "dramatiq"), "app.worker", "--processes", "1", "--threads", "8"],
-                                 env, logs / "worker.log"))
-        time.sleep(2)
-        wait_final(dsn, run_load(port, [{"expression": "1 + 1"}] * 300, 8))  # warm-up
+            web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
+                          env, logs / "web.log")
+            processes.append(web)
+            wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
+            processes.append(Process([str(BIN / "dramatiq"), "app.worker", "--processes", "1", "--threads", "8"],
+                                     env, logs / "worker.log"))
+            time.sleep(2)
+            wait_final(dsn, run_load(port, [{"expression": "1 + 1"}] * 300, 8))  # warm-up
 
-        # One purge for the whole benchmark, stopped (SIGSTOP) outside the runs that measure it: a
-        # process started per run would charge Python's start-up to the purge.
-        purger = Process([str(BIN / "dalc"), "purge"], purge_env, logs / "purge.log")
-        processes.append(purger)
-        time.sleep(3)
-        purger.signal(signal.SIGSTOP)
+            # One purge for the whole benchmark, stopped (SIGSTOP) outside the runs that measure it: a
+            # process started per run would charge Python's start-up to the purge.
+            purger = Process([str(BIN / "dalc"), "purge"], purge_env, logs / "purge.log")
+            processes.append(purger)
+            time.sleep(3)
+            purger.signal(signal.SIGSTOP)
 
-        def single_run(purging: bool) -> tuple[float, int, float]:
-            """One run of single submissions; return (tasks/s, backlog rows deleted, seconds)."""
-            before, began = backlog_left(), time.time()
-            if purging:
-                purger.signal(signal.SIGCONT)
-            bodies = [{"expression": f"{i} * 3 + (2 ** 8) / 4"} for i in range(args.tasks)]
-            sent = time.time()
-            submitted = run_load(port, bodies, 16)
-            finished = wait_final(dsn, submitted)
-            rate = len(submitted) / (max(finished.values()) - sent)
-            if purging:
-                purger.signal(signal.SIGSTOP)
-            if purger.popen.poll() is not None:
-                raise SystemExit(f"the purge ended early:\n{purger.output()[-3000:]}")
-            return rate, before - backlog_left(), time.time() - began
+            def single_run(purging: bool) -> tuple[float, int, float]:
+                """One run of single submissions; return (tasks/s, backlog rows deleted, seconds)."""
+                before, began = backlog_left(), time.time()
+                if purging:
+                    purger.signal(signal.SIGCONT)
+                bodies = [{"expression": f"{i} * 3 + (2 ** 8) / 4"} for i in range(args.tasks)]
+                sent = time.time()
+                submitted = run_load(port, bodies, 16)
+                finished = wait_final(dsn, submitted)
+                rate = len(submitted) / (max(finished.values()) - sent)
+                if purging:
+                    purger.signal(signal.SIGSTOP)
+                if purger.popen.poll() is not None:
+                    raise SystemExit(f"the purge ended early:\n{purger.output()[-3000:]}")
+                return rate, before - backlog_left(), time.time() - began
 
-        ratios, purge_rates = [], []
-        for pair in range(args.pairs):
-            order = (False, True) if pair % 2 == 0 else (True, False)  # ABBA, so drift cancels out
-            results = {purging: single_run(purging) for purging in order}
-            (plain, _, _), (purged, deleted, seconds) = results[False], results[True]
-            ratios.append(purged / plain)
-            purge_rates.append(deleted / seconds)
-            print(f"pair {pair + 1}: single submissions end to end {plain:6.0f} tasks/s without purging, "
-                  f"{purged:6.0f} tasks/s while purging ({purged / plain:.3f}); the purge deleted "
-                  f"{deleted:,} tasks in {seconds:.1f} s ({deleted / seconds:,.0f}/s)", flush=True)
-        print(f"with purging / without: median {statistics.median(ratios):.3f} over {len(ratios)} pairs "
-              f"(cost {100 * (1 - statistics.median(ratios)):.1f}%); purge rate under load: median "
-              f"{statistics.median(purge_rates):,.0f} tasks/s", flush=True)
+            ratios, purge_rates = [], []
+            for pair in range(args.pairs):
+                order = (False, True) if pair % 2 == 0 else (True, False)  # ABBA, so drift cancels out
+                results = {purging: single_run(purging) for purging in order}
+                (plain, _, _), (purged, deleted, seconds) = results[False], results[True]
+                ratios.append(purged / plain)
+                purge_rates.append(deleted / seconds)
+                print(f"pair {pair + 1}: single submissions end to end {plain:6.0f} tasks/s without purging, "
+                      f"{purged:6.0f} tasks/s while purging ({purged / plain:.3f}); the purge deleted "
+                      f"{deleted:,} tasks in {seconds:.1f} s ({deleted / seconds:,.0f}/s)", flush=True)
+            print(f"with purging / without: median {statistics.median(ratios):.3f} over {len(ratios)} pairs "
+                  f"(cost {100 * (1 - statistics.median(ratios)):.1f}%); purge rate under load: median "
+                  f"{statistics.median(purge_rates):,.0f} tasks/s", flush=True)
 
-        purger.signal(signal.SIGCONT)
-        purger.stop()
-        left, began = backlog_left(), time.time()
-        # As fast as one purger goes: no rest between batches.
-        drain = Process([str(BIN / "dalc"), "purge"], dict(purge_env, DALC_PURGE_PAUSE_SECONDS="0"),
-                        logs / "purge-drain.log")
-        if drain.popen.wait(3600) != 0:
-            raise SystemExit(drain.output())
-        drain.stop()
-        seconds, gone = time.time() - began, left - backlog_left()
-        print(f"the rest of the backlog, {gone:,} tasks, went in {seconds:.1f} s with no other load and no rest "
-              f"between batches ({gone / seconds:,.0f} tasks/s, including the command's start)", flush=True)
-        steady_ingest(args, port, env, logs, cur)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        if conn is not None:
-            conn.close()
-        database.drop()
+            purger.signal(signal.SIGCONT)
+            purger.stop()
+            left, began = backlog_left(), time.time()
+            # As fast as one purger goes: no rest between batches.
+            drain = Process([str(BIN / "dalc"), "purge"], dict(purge_env, DALC_PURGE_PAUSE_SECONDS="0"),
+                            logs / "purge-drain.log")
+            if drain.popen.wait(3600) != 0:
+                raise SystemExit(drain.output())
+            drain.stop()
+            seconds, gone = time.time() - began, left - backlog_left()
+            print(f"the rest of the backlog, {gone:,} tasks, went in {seconds:.1f} s with no other load and no rest "
+                  f"between batches ({gone / seconds:,.0f} tasks/s, including the command's start)", flush=True)
+            steady_ingest(args, port, env, logs, cur)
+        finally:
+            for process in reversed(processes):
+                process.stop()
+            if conn is not None:
+                conn.close()
+            database.drop()
 
 
 if __name__ == "__main__":

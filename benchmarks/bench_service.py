@@ -14,6 +14,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -248,6 +249,21 @@ def scenario(port: int, dsn: str, name: str, bodies: list, concurrency: int, pac
 
 
 @contextlib.contextmanager
+def log_dir(prefix: str) -> Iterator[Path]:
+    """A directory for the started processes' logs: removed after a run that ends well, kept after one that fails.
+
+    Leave the block only once the processes are stopped, so none is still writing into it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        yield path
+    except BaseException:
+        print(f"the processes' logs are kept in {path}", file=sys.stderr)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str | None] | None = None,
                  ) -> Iterator[tuple[int, BenchDatabase, dict[str, int]]]:
     """Run gunicorn and the dramatiq CLI on a database and queue of their own; yield (port, database, processes).
@@ -272,22 +288,22 @@ def running_dalc(s: Settings, prefix: str, env_overrides: dict[str, str | None] 
             env.pop(name, None)
         else:
             env[name] = value
-    logs = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     web = worker = None
-    try:
-        web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
-                      env, logs / "web.log")
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
-        worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
-                          "--threads", str(s.worker_threads)], env, logs / "worker.log")
-        time.sleep(2)
-        yield port, database, {"web": web.popen.pid, "workers": worker.popen.pid}
-    finally:
-        if worker is not None:
-            worker.stop()
-        if web is not None:
-            web.stop()
-        database.drop()
+    with log_dir(prefix) as logs:
+        try:
+            web = Process([str(BIN / "gunicorn"), "--config", "python:app.gunicorn_conf", "app:create_app()"],
+                          env, logs / "web.log")
+            wait_for_http(f"http://127.0.0.1:{port}/readyz", web)
+            worker = Process([str(BIN / "dramatiq"), "app.worker", "--processes", str(s.worker_processes),
+                              "--threads", str(s.worker_threads)], env, logs / "worker.log")
+            time.sleep(2)
+            yield port, database, {"web": web.popen.pid, "workers": worker.popen.pid}
+        finally:
+            if worker is not None:
+                worker.stop()
+            if web is not None:
+                web.stop()
+            database.drop()
 
 
 def main() -> None:
