@@ -1,14 +1,17 @@
 """The embedded shape: SQLite, an in-process broker and workers, in one process; tasks survive a restart."""
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import sys
+from collections.abc import Iterator
 
 import requests
 
 from app import create_app
 from app.config import Config
-from support import RUN_ID, Process, dalc_env, free_port, own_database, wait_for_http
+from support import RUN_ID, Process, dalc_env, free_port, own_database, wait_for_http, wait_until
 
 
 def test_a_task_completes_in_the_embedded_shape(embedded_app):
@@ -47,20 +50,40 @@ def test_open_tasks_survive_a_restart_and_complete_after_it(tmp_path):
         second.extensions["dalc"].close()
 
 
-def test_dalc_run_without_services_serves_and_stops_on_sigterm(tmp_path):
+@contextlib.contextmanager
+def _dalc_run_without_services(tmp_path) -> Iterator[tuple[str, Process]]:
+    """Start `dalc run` on a SQLite file of the test's own; yield its URL and process once it answers."""
     port = free_port()
     env = dalc_env(DALC_PORT=str(port), DALC_DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}")
     process = Process([sys.executable, "-m", "app", "run"], env, tmp_path / "run.log")
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
-        task = requests.post(f"http://127.0.0.1:{port}/tasks", json={"expression": "1 + 1"}, timeout=5).json()
-        done = requests.get(f"http://127.0.0.1:{port}/tasks?id={task['id']}&wait=10", timeout=15).json()
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.stop()
+
+
+def test_dalc_run_without_services_serves_and_stops_on_sigterm(tmp_path):
+    with _dalc_run_without_services(tmp_path) as (url, process):
+        task = requests.post(f"{url}/tasks", json={"expression": "1 + 1"}, timeout=5).json()
+        done = requests.get(f"{url}/tasks?id={task['id']}&wait=10", timeout=15).json()
         assert done["result"] == 2
         process.signal(signal.SIGTERM)
         assert process.popen.wait(15) == 0
         assert '"message": "stopping"' in process.output()
-    finally:
-        process.stop()
+
+
+def test_dalc_run_logs_each_request_as_a_plain_json_line(tmp_path):
+    # Werkzeug colours every request line but a 200 for a terminal; dalc's JSON lines carry none of it.
+    with _dalc_run_without_services(tmp_path) as (url, process):
+        accepted = requests.post(f"{url}/tasks", json={"expression": "1 + 1"}, timeout=5)
+        refused = requests.post(f"{url}/tasks", json={"expr": "1"}, timeout=5)
+        assert (accepted.status_code, refused.status_code) == (202, 400)
+        wait_until(lambda: process.output().count("POST /tasks HTTP/1.1") == 2, timeout=5)
+    lines = [json.loads(line) for line in process.output().splitlines() if line.startswith("{")]
+    logged = [line["message"].split("] ", 1)[1] for line in lines
+              if line["logger"] == "werkzeug" and "/tasks" in line["message"]]
+    assert logged == ['"POST /tasks HTTP/1.1" 202 -', '"POST /tasks HTTP/1.1" 400 -']
 
 
 def test_dalc_run_on_postgresql_hands_each_request_thread_connection_back(tmp_path):

@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -88,6 +89,21 @@ class OncePerInterval(logging.Filter):
         return True
 
 
+class PlainRequestLines(logging.Filter):
+    """Strip the terminal colours and the trailing newline from the request lines of Werkzeug's server.
+
+    The embedded shape serves with Werkzeug, which colours every request line that is not a 200 (a 202
+    from `POST /tasks` included) for a terminal; inside a JSON line the escapes are noise to search around.
+    """
+
+    _ESCAPES = re.compile(r"\x1b\[[0-9;]*m")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "werkzeug":
+            record.msg, record.args = self._ESCAPES.sub("", record.getMessage()).rstrip(), ()
+        return True
+
+
 def log_format(config: Config) -> str:
     """Return `json` or `text`: DALC_LOG_FORMAT, where `auto` means text on a terminal and JSON elsewhere."""
     if config.log_format != "auto":
@@ -102,7 +118,11 @@ def log_format(config: Config) -> str:
 def setup_logging(config: Config) -> None:
     """Send dalc's logs to stderr in the configured format."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format(config) == "json" else TextFormatter())
+    if log_format(config) == "json":
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(PlainRequestLines())
+    else:
+        handler.setFormatter(TextFormatter())
     handler.addFilter(OncePerInterval("opentelemetry"))
     # No line shows where it was logged from, so skip the stack walk that finds it for every record
     # (the logging HOWTO's "Optimization": a third of a record's cost here).
