@@ -18,12 +18,11 @@ import time
 import uuid
 
 import pika
-import psycopg2
 import pytest
 import requests
 
 from harness.private_services import RabbitCluster, rabbitmq_available, require_binaries
-from support import BIN, RUN_ID, Process, dalc_env, free_port, own_database, wait_for_http
+from support import BIN, RUN_ID, Process, dalc_env, free_port, own_database, run_sql, wait_for_http
 
 pytestmark = pytest.mark.chaos
 
@@ -117,13 +116,8 @@ class Load:
 
 
 def read_tasks(url: str, ids: list[int]) -> dict[int, tuple]:
-    connection = psycopg2.connect(url)
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT id, status, result, error_code, attempts FROM task WHERE id = ANY(%s)", (ids,))
-            return {row[0]: row[1:] for row in cur.fetchall()}
-    finally:
-        connection.close()
+    found = run_sql("SELECT id, status, result, error_code, attempts FROM task WHERE id = ANY(%s)", [ids], dsn=url)
+    return {row[0]: row[1:] for row in found}
 
 
 def open_count(url: str, ids: list[int]) -> int:

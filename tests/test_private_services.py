@@ -19,6 +19,7 @@ from harness.private_services import (
     reap_orphans,
     require_binaries,
 )
+from support import run_sql
 
 
 def publish_confirmed(url: str, queue: str, body: bytes) -> None:
@@ -70,23 +71,11 @@ def test_a_private_rabbitmq_node_keeps_confirmed_messages_through_a_stop_and_a_k
 
 
 def rows(url: str) -> list:
-    connection = psycopg2.connect(url)
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT note FROM kept ORDER BY note")
-            return [note for (note,) in cur.fetchall()]
-    finally:
-        connection.close()
+    return [note for (note,) in run_sql("SELECT note FROM kept ORDER BY note", dsn=url)]
 
 
 def insert(url: str, note: str) -> None:
-    connection = psycopg2.connect(url)
-    try:
-        with connection, connection.cursor() as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS kept (note text)")
-            cur.execute("INSERT INTO kept VALUES (%s)", (note,))
-    finally:
-        connection.close()
+    run_sql("CREATE TABLE IF NOT EXISTS kept (note text); INSERT INTO kept VALUES (%s)", [note], dsn=url)
 
 
 def test_a_private_postgres_keeps_committed_rows_through_a_restart_and_a_kill_and_leaves_nothing():
