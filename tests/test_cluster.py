@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from harness.private_services import RabbitCluster, rabbitmq_available, require_binaries
-from support import BIN, RUN_ID, Process, dalc_env, free_port, own_database, run_sql, wait_for_http
+from support import BIN, RUN_ID, Process, dalc_env, free_port, own_database, task_rows, wait_for_http
 
 pytestmark = pytest.mark.chaos
 
@@ -116,8 +116,7 @@ class Load:
 
 
 def read_tasks(url: str, ids: list[int]) -> dict[int, tuple]:
-    found = run_sql("SELECT id, status, result, error_code, attempts FROM task WHERE id = ANY(%s)", [ids], dsn=url)
-    return {row[0]: row[1:] for row in found}
+    return task_rows(url, ids, "status, result, error_code, attempts")
 
 
 def open_count(url: str, ids: list[int]) -> int:

@@ -26,7 +26,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support and harness
 from harness.private_services import PrivatePostgres, RabbitNode  # noqa: E402
-from support import Process, dalc_env, free_port, run_sql, wait_for_http  # noqa: E402
+from support import Process, dalc_env, free_port, task_rows, wait_for_http  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -203,9 +203,7 @@ class Load:
 
 def read_tasks(database_url: str, ids: list[int]) -> dict[int, tuple]:
     """Read (status, result, error_code, finished_at) of the tasks straight from the database."""
-    found = run_sql("SELECT id, status, result, error_code, finished_at FROM task WHERE id = ANY(%s)", [ids],
-                    dsn=database_url)
-    return {row[0]: row[1:] for row in found}
+    return task_rows(database_url, ids, "status, result, error_code, finished_at")
 
 
 def settle(stack: Stack, expected: dict[int, int], timeout: float) -> tuple[dict[int, tuple], float]:
