@@ -525,6 +525,56 @@ def test_postgresql_keeps_its_data_on_a_persistent_volume():
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 
+def notes(*settings: str) -> str:
+    done = run_helm("install", "dalc", str(CHART), "--dry-run=client", "--namespace", "dalc",
+                    *[arg for setting in settings for arg in ("--set", setting)])
+    return done.stdout.split("NOTES:", 1)[1]
+
+
+def connection_figure(text: str) -> int:
+    return int(re.search(r"dalc's pods hold up to (\d+) connections", text).group(1))
+
+
+@pytest.mark.parametrize("settings, expected", [
+    # (2 web pods + 1 surge) x 2 processes x (8 threads + 1 listener) + (2 + 1) x 1 x 8 + (1 + 1) + 2
+    ((), 54 + 24 + 2 + 2),
+    # workers autoscaling up to 10 pods: 10 + 3 surge
+    (("worker.autoscaling.enabled=true",), 54 + 13 * 8 + 2 + 2),
+    (("web.replicas=5", "web.threads=4", "worker.processes=2", "sweeper.replicas=2"),
+     (5 + 2) * 2 * 5 + 3 * 2 * 8 + (2 + 1) + 2),
+])
+def test_install_notes_give_the_most_connections_dalc_holds_on_postgresql(settings, expected):
+    text = notes(*settings)
+    assert connection_figure(text) == expected
+    assert "the bundled server accepts 200 (postgresql.maxConnections)" in text
+
+
+def test_the_bundled_postgresql_accepts_the_configured_connections():
+    for settings, value in [((), "200"), (("postgresql.maxConnections=450",), "450")]:
+        statefulset = one(render(settings=settings), "StatefulSet", "dalc-postgresql")
+        assert containers(statefulset)[0]["args"] == ["-c", f"max_connections={value}"]
+
+
+def test_values_that_could_exhaust_the_bundled_postgresql_are_refused():
+    # 82 connections with the defaults; the server keeps 3 of its max_connections for superusers.
+    assert render(settings=("postgresql.maxConnections=85",))
+    done = run_helm(*template_args(settings=("postgresql.maxConnections=84",)), check=False)
+    assert done.returncode != 0
+    assert "may hold 82 connections to the bundled PostgreSQL at once, more than the 81" in done.stderr
+    assert "raise postgresql.maxConnections" in done.stderr
+    many = ("worker.autoscaling.enabled=true", "worker.autoscaling.maxReplicas=30")
+    assert run_helm(*template_args(settings=many), check=False).returncode != 0
+    assert render(settings=(*many, "postgresql.maxConnections=400"))
+
+
+def test_an_external_postgresql_is_not_checked_but_the_notes_give_the_figure():
+    external = ("postgresql.enabled=false", "externalDatabase.url=postgresql://u:p@db.example:5432/dalc",
+                "worker.autoscaling.enabled=true", "worker.autoscaling.maxReplicas=30")
+    text = notes(*external)
+    assert connection_figure(text) == 54 + 38 * 8 + 2 + 2
+    assert "your server must accept that many" in text
+
+
 def test_kind_values_expose_the_node_ports_that_kind_cluster_yaml_maps():
     kind_cluster = yaml.safe_load((ROOT / "kind-cluster.yaml").read_text())
     [node] = kind_cluster["nodes"]

@@ -8,20 +8,29 @@ import sys
 import pytest
 import requests
 
-from support import BIN, Process, dalc_env, free_port, wait_for_http, wait_until
+from support import BIN, Process, dalc_env, free_port, run_sql, wait_for_http, wait_until
+
+# The processes under test name themselves to PostgreSQL with this, so their connections can be counted.
+APPLICATION_NAME = "dalc_process_test"
 
 
 @pytest.fixture
 def services_env(pg_url, amqp_url, queue_name, tmp_path):
     return dalc_env(
-        DALC_DATABASE_URL=pg_url,
+        DALC_DATABASE_URL=f"{pg_url}?application_name={APPLICATION_NAME}",
         DALC_BROKER_URL=amqp_url,
         DALC_QUEUE_NAME=queue_name,
         DALC_PORT=str(free_port()),
         DALC_WEB_WORKERS="2",
+        DALC_WEB_THREADS="4",
         DALC_WORKER_PROCESSES="1",
         DALC_WORKER_THREADS="4",
     )
+
+
+def connections() -> int:
+    """Count the connections the processes under test hold on PostgreSQL."""
+    return run_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APPLICATION_NAME])[0][0]
 
 
 def exercise_api(base: str) -> None:
@@ -80,6 +89,14 @@ def test_dalc_run_with_services_supervises_web_worker_and_sweeper(services_env, 
         wait_until(lambda: run.output().count(f"dalc web serving on {base} (") == 2, timeout=10)
         exercise_api(base)
         wait_until(lambda: "sweeper: publishing" in run.output(), timeout=10)
+        # What helm/dalc's "dalc.database.connections" counts on: per web process one connection a thread
+        # and one for its listener, per worker process one a thread, one for the sweeper; no more after
+        # every endpoint was used. The chart refuses values that could exhaust the bundled PostgreSQL.
+        expected = 2 * (4 + 1) + 1 * 4 + 1
+        try:
+            wait_until(lambda: connections() == expected, timeout=10)
+        except AssertionError:
+            pytest.fail(f"the processes hold {connections()} connections, not {expected}")
         run.signal(signal.SIGTERM)
         assert run.popen.wait(60) == 0
     finally:

@@ -240,3 +240,36 @@ Service on http. The ServiceMonitor scrapes it and the PrometheusRule's job labe
 {{- define "dalc.web.metricsService" -}}
 {{- ternary "web-metrics" "web" (not (empty .Values.web.metrics.port)) }}
 {{- end }}
+
+{{/*
+The most connections dalc's pods hold on PostgreSQL at once: each web process one per thread and one
+for its listener, each worker process one per thread, each sweeper one, the migration Job and the purge
+CronJob one each; counted during a rolling update, when a Deployment runs a quarter of its replicas
+(rounded up, Kubernetes' default surge) beside the old pods, with the workers at their autoscaling
+maximum.
+*/}}
+{{- define "dalc.database.connections" -}}
+{{- $workers := ternary .Values.worker.autoscaling.maxReplicas .Values.worker.replicas .Values.worker.autoscaling.enabled -}}
+{{- $web := mul (include "dalc.withSurge" .Values.web.replicas) .Values.web.workers (add .Values.web.threads 1) -}}
+{{- $worker := mul (include "dalc.withSurge" $workers) .Values.worker.processes .Values.worker.threads -}}
+{{- $sweeper := include "dalc.withSurge" .Values.sweeper.replicas -}}
+{{- add $web $worker $sweeper 2 -}}
+{{- end }}
+
+{{- define "dalc.withSurge" -}}
+{{- add . (div (add . 3) 4) -}}
+{{- end }}
+
+{{/*
+Refuse to render when dalc could open more connections than the bundled PostgreSQL accepts (less the
+three it keeps for superusers): past that, requests answer 503 and messages wait for retries.
+*/}}
+{{- define "dalc.database.checkConnections" -}}
+{{- if .Values.postgresql.enabled }}
+{{- $need := int (include "dalc.database.connections" .) }}
+{{- $room := sub (int .Values.postgresql.maxConnections) 3 }}
+{{- if gt $need $room }}
+{{- fail (printf "dalc's pods may hold %d connections to the bundled PostgreSQL at once, more than the %d that postgresql.maxConnections=%d leaves them: raise postgresql.maxConnections, or lower the replicas, processes or threads (docs/deploy.md, \"Database connections\")" $need $room (int .Values.postgresql.maxConnections)) }}
+{{- end }}
+{{- end }}
+{{- end }}
