@@ -142,8 +142,10 @@ class Config:
             ("eval_max_result_digits", 1 <= self.eval_max_result_digits <= 100_000, "must be between 1 and 100000"),
             ("max_expression_length", 1 <= self.max_expression_length <= 1_000_000,
              "must be between 1 and 1000000"),
-            # Each gunicorn thread keeps a connection, and the process's own threads need a few more.
-            ("db_pool_size", self.db_pool_size >= self.web_threads + 4, "must be at least DALC_WEB_THREADS + 4"),
+            # Each gunicorn thread and each dramatiq worker thread keeps a connection, and the process's own
+            # threads need a few more: a thread left without one would fail its requests or messages.
+            ("db_pool_size", self.db_pool_size >= max(self.web_threads, self.worker_threads) + 4,
+             "must be at least DALC_WEB_THREADS + 4 and DALC_WORKER_THREADS + 4"),
         ]
         for name, ok, why in checks:
             if not ok:

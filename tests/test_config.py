@@ -57,6 +57,14 @@ def test_a_wrong_value_stops_the_start_naming_the_variable(name, value):
         Config.from_env({name: value})
 
 
+@pytest.mark.parametrize("threads", ["DALC_WEB_THREADS", "DALC_WORKER_THREADS"])
+def test_the_pool_must_hold_a_connection_for_every_thread(threads):
+    with pytest.raises(ConfigError, match=f"DALC_DB_POOL_SIZE=20 must be at least .*{threads} \\+ 4"):
+        Config.from_env({threads: "17"})
+    assert Config.from_env({threads: "16"}).db_pool_size == 20
+    assert Config.from_env({threads: "32", "DALC_DB_POOL_SIZE": "36"}).db_pool_size == 36
+
+
 def test_the_web_metrics_port_is_off_by_default_and_cannot_be_the_api_port():
     assert Config.from_env({}).web_metrics_port == 0
     assert Config.from_env({"DALC_WEB_METRICS_PORT": "9090"}).web_metrics_port == 9090

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.config import Config
 from harness.helm_support import (
     CHART,
     CI_VALUES,
@@ -573,6 +574,19 @@ def test_an_external_postgresql_is_not_checked_but_the_notes_give_the_figure():
     text = notes(*external)
     assert connection_figure(text) == 54 + 38 * 8 + 2 + 2
     assert "your server must accept that many" in text
+
+
+@pytest.mark.parametrize("settings, pool", [
+    ((), "20"),
+    (("web.threads=24",), "28"),
+    (("worker.threads=40",), "44"),
+    (("web.threads=24", "config.extra.DALC_DB_POOL_SIZE=50"), "50"),
+])
+def test_the_pool_holds_a_connection_for_every_thread_and_dalc_accepts_the_config_map(settings, pool):
+    data = one(render(settings=settings), "ConfigMap", "dalc")["data"]
+    assert data["DALC_DB_POOL_SIZE"] == pool
+    # What the web and the sweeper read (the workers take their thread count as an argument instead).
+    assert Config.from_env(data).db_pool_size == int(pool)
 
 
 def test_kind_values_expose_the_node_ports_that_kind_cluster_yaml_maps():
