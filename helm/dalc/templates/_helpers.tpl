@@ -256,6 +256,9 @@ maximum.
 {{- add $web $worker $sweeper 2 -}}
 {{- end }}
 
+{{/*
+A number of replicas with Kubernetes' default rolling-update surge added: a quarter, rounded up.
+*/}}
 {{- define "dalc.withSurge" -}}
 {{- add . (div (add . 3) 4) -}}
 {{- end }}
