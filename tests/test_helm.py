@@ -526,8 +526,10 @@ def test_postgresql_keeps_its_data_on_a_persistent_volume():
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 
-def notes(*settings: str) -> str:
+def notes(*settings: str, values_files: tuple = ()) -> str:
+    """Return the notes `helm install` prints (a dry run as release dalc in namespace dalc)."""
     done = run_helm("install", "dalc", str(CHART), "--dry-run=client", "--namespace", "dalc",
+                    *[arg for path in values_files for arg in ("--values", str(path))],
                     *[arg for setting in settings for arg in ("--set", setting)])
     return done.stdout.split("NOTES:", 1)[1]
 
@@ -604,13 +606,10 @@ def test_kind_values_expose_the_node_ports_that_kind_cluster_yaml_maps():
 
 
 def test_notes_tell_how_to_reach_dalc_and_jaeger():
-    done = run_helm("install", "dalc", str(CHART), "--dry-run=client", "--namespace", "dalc",
-                    "--values", str(KIND_VALUES),
-                    "--values", str(CHART / "ci" / "tracing-values.yaml"))
-    notes = done.stdout.split("NOTES:", 1)[1]
-    assert "http://localhost:8080" in notes
-    assert "helm test dalc" in notes
-    assert "port-forward --namespace dalc service/dalc-jaeger 16686:16686" in notes
+    text = notes(values_files=(KIND_VALUES, CHART / "ci" / "tracing-values.yaml"))
+    assert "http://localhost:8080" in text
+    assert "helm test dalc" in text
+    assert "port-forward --namespace dalc service/dalc-jaeger 16686:16686" in text
 
 
 def _keys_without_comment(path):
