@@ -69,6 +69,7 @@ def _run(config: Config) -> None:
     except PortTaken as exc:
         raise SystemExit(f"dalc: {exc}") from None
     _migrate(config)
+    _refuse_without_room(config)
     bin_dir = Path(sys.executable).parent
     os.environ.update(
         DALC_SUPERVISOR_BIN=str(bin_dir),
@@ -81,6 +82,45 @@ def _run(config: Config) -> None:
         sys.executable,
         [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(SUPERVISOR_CONF)],
     )
+
+
+def _connections_needed(config: Config) -> tuple[int, str]:
+    """Count the connections the production shape holds once started, and say what they are.
+
+    Each web process keeps one per thread and one for its listener (`?wait=`), each worker process one
+    per thread, the sweeper one: tests/test_processes.py counts them on real processes, and the Helm
+    chart's "dalc.database.connections" adds them up the same way.
+    """
+    web = config.web_workers * (config.web_threads + 1)
+    workers = config.worker_processes * config.worker_threads
+    detail = (f"DALC_WEB_WORKERS x (DALC_WEB_THREADS + 1) + DALC_WORKER_PROCESSES x DALC_WORKER_THREADS + 1 "
+              f"for the sweeper = {config.web_workers} x ({config.web_threads} + 1) + "
+              f"{config.worker_processes} x {config.worker_threads} + 1")
+    return web + workers + 1, detail
+
+
+def _refuse_without_room(config: Config) -> None:
+    """Stop before starting anything when PostgreSQL cannot take every connection the processes will hold.
+
+    Started anyway, the processes that came last would answer 503 (`too many clients`) under load.
+    """
+    from app.store import capacity, database
+
+    if not database.is_postgres():
+        return
+    need, detail = _connections_needed(config)
+    try:
+        room = capacity.connection_room()
+    except database.UNAVAILABLE_ERRORS as exc:  # the processes wait for the database as they start
+        log.warning("could not read how many connections PostgreSQL has room for: %s", exc)
+        return
+    if need > room.free:
+        raise SystemExit(
+            f"dalc: PostgreSQL has room for {room.free} more connections ({room.describe()}), and this dalc "
+            f"would hold {need} ({detail}). Stop what else holds connections, raise max_connections, or lower "
+            "those settings."
+        )
+    log.info("PostgreSQL has room for %d more connections; this dalc will hold %d", room.free, need)
 
 
 def _migrate(config: Config) -> None:

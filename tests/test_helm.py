@@ -570,12 +570,29 @@ def test_values_that_could_exhaust_the_bundled_postgresql_are_refused():
     assert render(settings=(*many, "postgresql.maxConnections=400"))
 
 
-def test_an_external_postgresql_is_not_checked_but_the_notes_give_the_figure():
-    external = ("postgresql.enabled=false", "externalDatabase.url=postgresql://u:p@db.example:5432/dalc",
-                "worker.autoscaling.enabled=true", "worker.autoscaling.maxReplicas=30")
+EXTERNAL_DATABASE = ("postgresql.enabled=false", "externalDatabase.url=postgresql://u:p@db.example:5432/dalc")
+
+
+def test_an_external_postgresql_is_not_checked_unless_told_its_limit_but_the_notes_give_the_figure():
+    external = (*EXTERNAL_DATABASE, "worker.autoscaling.enabled=true", "worker.autoscaling.maxReplicas=30")
     text = notes(*external)
     assert connection_figure(text) == 54 + 38 * 8 + 2 + 2
     assert "your server must accept that many" in text
+    assert "externalDatabase.maxConnections makes the chart check" in text
+
+
+def test_values_that_could_need_more_than_externalDatabase_maxConnections_are_refused():
+    # 82 connections with the defaults.
+    text = notes(*EXTERNAL_DATABASE, "externalDatabase.maxConnections=82")
+    assert connection_figure(text) == 82
+    assert "your server gives dalc 82 (externalDatabase.maxConnections)" in text
+    done = run_helm(*template_args(settings=(*EXTERNAL_DATABASE, "externalDatabase.maxConnections=81")), check=False)
+    assert done.returncode != 0
+    assert ("may hold 82 connections to the external PostgreSQL at once, more than "
+            "externalDatabase.maxConnections=81") in done.stderr
+    negative = run_helm(*template_args(settings=(*EXTERNAL_DATABASE, "externalDatabase.maxConnections=-1")),
+                        check=False)
+    assert negative.returncode != 0 and "maxConnections" in negative.stderr
 
 
 @pytest.mark.parametrize("settings, pool", [

@@ -27,8 +27,9 @@ class PrivatePostgres(Service):
     _template: Path | None = None  # one initdb per test process; each server starts from a copy of it
     _template_lock = threading.Lock()
 
-    def __init__(self):
+    def __init__(self, **settings: str | int):
         super().__init__()
+        self.settings = settings  # server settings (`-c name=value`), e.g. max_connections=20
         self.port = free_port()
         self.dir = private_dir("pg", "postgres")
         self.data = self.dir / "data"
@@ -73,6 +74,7 @@ class PrivatePostgres(Service):
             shutil.copytree(self._initdb_template(), self.data, symlinks=True)
             subprocess.run(["chown", "-R", "postgres:postgres", self.data], check=True)
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._pg_ctl("-l", str(self.log_path), "-w", "-o", options, "start", timeout=timeout)
         return self
 

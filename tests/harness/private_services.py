@@ -15,7 +15,8 @@ RabbitNode(cookie=None)   .name .port .dist_port .amqp_url .running .dir .log_pa
                           log_tail() cleanup()
 RabbitCluster(size=3)     .nodes .amqp_urls  start(timeout) running_nodes() stop_node(i) start_node(i)
                           cleanup()
-PrivatePostgres()         .port .dir .data .postmaster_pid .running  url(dbname) create_database(name)
+PrivatePostgres(**settings)  (settings: server's `-c name=value`, e.g. max_connections=20)
+                          .port .dir .data .postmaster_pid .running  url(dbname) create_database(name)
                           start(timeout) stop(mode, timeout) restart(timeout) kill() log_tail() cleanup()
 epmd_names()              the short names of the Erlang nodes epmd knows
 require_binaries(available, what)  skip a test (fail it under CI=true) when rabbitmq_available() or
