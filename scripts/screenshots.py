@@ -7,6 +7,7 @@ Chromium and saves docs/page.png and docs/dashboard.png. Run it with `make scree
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     env = dalc_env(DALC_PORT=str(port), DALC_DATABASE_URL=f"sqlite:///{workdir / 'dalc.db'}", DALC_LOG_LEVEL="WARNING")
     dalc = Process([str(BIN / "dalc"), "run"], env, workdir / "dalc.log")
+    done = False
     try:
         wait_for_http(f"{base}/healthz", dalc)
         load(base)
@@ -67,8 +69,13 @@ def main() -> None:
             page.screenshot(path=ROOT / "docs" / "dashboard.png", full_page=True)
             browser.close()
         print("saved docs/page.png and docs/dashboard.png")
+        done = True
     finally:
         dalc.stop()
+        if done:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"dalc's log and database are kept in {workdir}", file=sys.stderr)
 
 
 if __name__ == "__main__":
