@@ -40,8 +40,9 @@ def test_the_room_is_the_limit_less_the_other_clients_and_for_others_than_superu
     assert room_at(url) == Room(MAX_CONNECTIONS, 0, 0)
     others = [psycopg2.connect(url) for _ in range(4)]
     try:
-        assert room_at(url) == Room(MAX_CONNECTIONS, 0, 4)
-        assert room_at(url).free == MAX_CONNECTIONS - 4
+        room = room_at(url)
+        assert room == Room(MAX_CONNECTIONS, 0, 4)
+        assert room.free == MAX_CONNECTIONS - 4
         # A role that is not a superuser may not take the slots kept for superusers, and still sees the
         # other roles' connections counted.
         run_sql("CREATE ROLE capped LOGIN", dsn=url)
@@ -78,7 +79,7 @@ def test_a_second_dalc_run_that_would_find_postgresql_full_stops_at_once_and_say
         assert f"PostgreSQL has room for {MAX_CONNECTIONS} more connections; this dalc will hold 7" in first.output()
         wait_until(lambda: client_connections(url) == 7, timeout=20)
 
-        second, second_base = dalc_run(url, amqp_url, queue_name, tmp_path, "second")
+        second, _ = dalc_run(url, amqp_url, queue_name, tmp_path, "second")
         try:
             assert second.popen.wait(30) == 1
             assert (f"dalc: PostgreSQL has room for {MAX_CONNECTIONS - 7} more connections (max_connections "

@@ -265,16 +265,21 @@ A number of replicas with Kubernetes' default rolling-update surge added: a quar
 
 {{/*
 Refuse to render when dalc could open more connections than the bundled PostgreSQL accepts (less the
-three it keeps for superusers): past that, requests answer 503 and messages wait for retries.
+three it keeps for superusers), or than externalDatabase.maxConnections gives it on an external one
+(unchecked when 0): past that, requests answer 503 and messages wait for retries.
 */}}
 {{- define "dalc.database.checkConnections" -}}
 {{- $need := int (include "dalc.database.connections" .) }}
 {{- if .Values.postgresql.enabled }}
-{{- $room := sub (int .Values.postgresql.maxConnections) 3 }}
+{{- $max := int .Values.postgresql.maxConnections }}
+{{- $room := sub $max 3 }}
 {{- if gt $need $room }}
-{{- fail (printf "dalc's pods may hold %d connections to the bundled PostgreSQL at once, more than the %d that postgresql.maxConnections=%d leaves them: raise postgresql.maxConnections, or lower the replicas, processes or threads (docs/deploy.md, \"Database connections\")" $need $room (int .Values.postgresql.maxConnections)) }}
+{{- fail (printf "dalc's pods may hold %d connections to the bundled PostgreSQL at once, more than the %d that postgresql.maxConnections=%d leaves them: raise postgresql.maxConnections, or lower the replicas, processes or threads (docs/deploy.md, \"Database connections\")" $need $room $max) }}
 {{- end }}
-{{- else if and (gt (int .Values.externalDatabase.maxConnections) 0) (gt $need (int .Values.externalDatabase.maxConnections)) }}
-{{- fail (printf "dalc's pods may hold %d connections to the external PostgreSQL at once, more than externalDatabase.maxConnections=%d: give dalc more of the server's connections, or lower the replicas, processes or threads (docs/deploy.md, \"Database connections\")" $need (int .Values.externalDatabase.maxConnections)) }}
+{{- else }}
+{{- $room := int .Values.externalDatabase.maxConnections }}
+{{- if and (gt $room 0) (gt $need $room) }}
+{{- fail (printf "dalc's pods may hold %d connections to the external PostgreSQL at once, more than externalDatabase.maxConnections=%d: give dalc more of the server's connections, or lower the replicas, processes or threads (docs/deploy.md, \"Database connections\")" $need $room) }}
+{{- end }}
 {{- end }}
 {{- end }}
